@@ -1,0 +1,41 @@
+# swinjax: every target creates the virtual environment it needs.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+CONFIG ?= experiments/keras_example.py
+WORKDIR ?= workdirs/$(basename $(notdir $(CONFIG)))
+ARGS   ?=
+PYTEST_ARGS ?=
+
+.PHONY: install test lint train golden clean presets
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check swinjax tests experiments tools
+	$(VENV)/bin/ruff format --check swinjax tests experiments tools
+
+presets: install
+	$(PY) -m swinjax.model --list
+
+train: install
+	$(PY) -m swinjax.train --config $(CONFIG) --workdir $(WORKDIR) $(ARGS)
+
+# Regenerates tests/golden/*.npz from timm (needs torch + timm, installed into .venv-timm).
+golden:
+	test -x .venv-timm/bin/python || $(PYTHON) -m venv .venv-timm
+	.venv-timm/bin/pip install -q torch==2.14.1 torchvision==0.29.1 timm==1.0.31 numpy
+	.venv-timm/bin/python tools/make_golden.py --out tests/golden
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
