@@ -8,7 +8,7 @@ WORKDIR ?= workdirs/$(basename $(notdir $(CONFIG)))
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test lint train golden clean presets
+.PHONY: install test lint train eval demo golden clean presets
 
 install: $(STAMP)
 
@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# Two workers, one test file each at a time (files share compiled steps within a process).
 test: install
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadfile -p no:warnings $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check swinjax tests experiments tools
@@ -30,6 +31,16 @@ presets: install
 
 train: install
 	$(PY) -m swinjax.train --config $(CONFIG) --workdir $(WORKDIR) $(ARGS)
+
+# Scores a workdir's latest checkpoint: make eval CKPT=workdirs/keras_example [ARGS=--best]
+CKPT ?= $(WORKDIR)
+eval: install
+	$(PY) -m swinjax.eval --ckpt $(CKPT) $(ARGS)
+
+# One minute, offline: a tiny model on the synthetic dataset, then eval of its checkpoint.
+demo: install
+	$(PY) -m swinjax.train --config experiments/demo.py --workdir workdirs/demo $(ARGS)
+	$(PY) -m swinjax.eval --ckpt workdirs/demo
 
 # Regenerates tests/golden/*.npz from timm (needs torch + timm, installed into .venv-timm).
 golden:

@@ -1,0 +1,114 @@
+"""Score a saved model: ``python -m swinjax.eval --ckpt PATH [--split test] [--best]``.
+
+PATH is a training workdir (its latest checkpoint, or with ``--best`` the best by validation
+top-1) or one checkpoint step (``WORKDIR/checkpoints/STEP``). The config saved in the workdir
+rebuilds the model, so nothing else is needed. The last line printed is one JSON object with
+``loss``, ``top1``, ``top5``, ``num_examples``, ``step`` and ``split``. A bad path or a
+checkpoint that does not match exits with status 2 and a message saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from swinjax import checkpoint
+
+
+def _resolve(path: Path, best: bool) -> tuple[Path, int | None]:
+    """(workdir, step or None for latest/best) from a workdir or a step directory."""
+    if not path.exists():
+        raise checkpoint.CheckpointError(f"--ckpt {path} does not exist")
+    if (path / checkpoint.CONFIG_FILE).is_file():
+        return path, None
+    if path.name.isdigit() and path.parent.name == checkpoint.CHECKPOINT_DIR:
+        if best:
+            raise checkpoint.CheckpointError("--best takes a workdir, not a checkpoint step")
+        return path.parent.parent, int(path.name)
+    if path.name == checkpoint.CHECKPOINT_DIR:
+        return path.parent, None
+    raise checkpoint.CheckpointError(
+        f"--ckpt {path} is neither a workdir (with {checkpoint.CONFIG_FILE}) nor a checkpoint "
+        f"step (WORKDIR/{checkpoint.CHECKPOINT_DIR}/STEP)"
+    )
+
+
+def run(
+    ckpt: str,
+    split_name: str = "test",
+    data_dir: str | None = None,
+    best: bool = False,
+    batch_size: int = 0,
+) -> dict:
+    """Restores the checkpoint and evaluates it on ``split_name``; returns the JSON record."""
+    from swinjax import data, evaluation, steps
+    from swinjax.config import build_model
+
+    workdir, step = _resolve(Path(ckpt), best)
+    config = checkpoint.load_config(workdir)
+    if data_dir:
+        config.data_dir = data_dir
+    split_key = {"test": "test_split", "val": "val_split", "train": "train_split"}.get(split_name)
+    split_spec = config[split_key] if split_key else split_name
+    split = data.load_split(config, split_spec)
+    model = build_model(config, split)
+    template = steps.create_train_state(config, model, steps_per_epoch=1)
+    ckpt_mgr = checkpoint.Checkpointer(workdir, read_only=True)
+    steps_saved = ckpt_mgr.all_steps()
+    if not steps_saved:
+        raise checkpoint.CheckpointError(f"{ckpt_mgr.directory} holds no checkpoint")
+    if best:
+        step = ckpt_mgr.best_step()
+        if step is None:
+            raise checkpoint.CheckpointError(
+                f"no checkpoint under {workdir} has validation metrics"
+            )
+    if step is None:
+        restored = ckpt_mgr.restore_latest(template)
+        assert restored is not None
+    else:
+        if step not in steps_saved:
+            raise checkpoint.CheckpointError(f"step {step} is not among the saved {steps_saved}")
+        try:
+            restored = ckpt_mgr.restore(step, template)
+        except Exception as e:  # noqa: BLE001 - orbax raises many types for a mismatched tree
+            raise checkpoint.CheckpointError(
+                f"checkpoint {ckpt_mgr.directory}/{step} does not match the model in "
+                f"{workdir / checkpoint.CONFIG_FILE}: {type(e).__name__}: {str(e)[:400]}"
+            ) from e
+    state, _ = restored
+    metrics = evaluation.evaluate(
+        state, split, batch_size or config.eval_batch_size or config.batch_size
+    )
+    return {**metrics, "step": int(state.step), "split": split_name}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m swinjax.eval",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--ckpt", required=True, help="workdir or WORKDIR/checkpoints/STEP")
+    parser.add_argument(
+        "--split",
+        default="test",
+        help="test, val, train (the config's splits) or a tfds split string",
+    )
+    parser.add_argument("--data_dir", default=None, help="tfds data directory override")
+    parser.add_argument("--best", action="store_true", help="best by validation top-1")
+    parser.add_argument("--batch_size", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        record = run(args.ckpt, args.split, args.data_dir, args.best, args.batch_size)
+    except (checkpoint.CheckpointError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(record))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Figures written at the end of training: the per-epoch history and a grid of test predictions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display is needed or wanted
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_history(epochs: Sequence[dict], path: str | Path) -> Path:
+    """Train/validation loss and top-1 per epoch, as the seed plots them (two panels).
+
+    ``epochs``: one dict per epoch with ``epoch`` and any of ``train_loss``, ``val_loss``,
+    ``train_top1``, ``val_top1``.
+    """
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    x = [e["epoch"] for e in epochs]
+    for ax, metric, title in ((ax_loss, "loss", "loss"), (ax_acc, "top1", "top-1 accuracy")):
+        for split, style in (("train", "-o"), ("val", "-s")):
+            key = f"{split}_{metric}"
+            pts = [(xi, e[key]) for xi, e in zip(x, epochs, strict=True) if key in e]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), style, label=split, markersize=3)
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_predictions(
+    images_NHWC: np.ndarray,
+    labels_N: np.ndarray,
+    predicted_N: np.ndarray,
+    class_names: Sequence[str] | None,
+    path: str | Path,
+    columns: int = 6,
+) -> Path:
+    """A grid of images titled "true / predicted" (green when right, red when wrong)."""
+    n = len(images_NHWC)
+    rows = max(1, -(-n // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.8 * columns, 2.0 * rows), squeeze=False)
+    names = list(class_names) if class_names else None
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        img = np.asarray(images_NHWC[i])
+        if img.dtype != np.uint8:
+            img = np.clip(img, 0.0, 1.0)
+        ax.imshow(
+            img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None
+        )
+        true, pred = int(labels_N[i]), int(predicted_N[i])
+        label = lambda k: names[k] if names and k < len(names) else str(k)
+        ax.set_title(
+            f"{label(true)} / {label(pred)}", fontsize=7, color="green" if true == pred else "red"
+        )
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,196 @@
+"""End to end on tiny models: epochs, checkpoints, resume, signals, NaN guard, eval CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from swinjax import checkpoint, data, steps, train
+from swinjax import eval as eval_cli
+from swinjax.config import build_model
+from tests.conftest import REPO, make_tiny_config
+
+
+def _params_of(workdir, step=None):
+    config = checkpoint.load_config(workdir)
+    split = data.load_split(config, config.train_split)
+    template = steps.create_train_state(config, build_model(config, split), steps_per_epoch=1)
+    ckpt = checkpoint.Checkpointer(workdir, read_only=True)
+    state, meta = (
+        ckpt.restore(step, template) if step is not None else ckpt.restore_latest(template)
+    )
+    return state, meta
+
+
+def test_two_epochs_write_checkpoints_metrics_and_plots(tmp_path, tiny_config) -> None:
+    result = train.train_and_evaluate(tiny_config, tmp_path)
+    assert result["epoch"] == 2 and result["step"] == 2 * (1080 // 64)
+    assert result["test"]["num_examples"] == 300
+    for name in ("config.json", "metrics.jsonl", "history.png", "test_samples.png"):
+        assert (tmp_path / name).is_file(), name
+    assert list((tmp_path / "tensorboard").iterdir())
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "epoch_seconds"):
+        assert all(np.isfinite(e[key]) for e in epochs), key
+    assert any(r["kind"] == "train_step" for r in records)
+    ckpt = checkpoint.Checkpointer(tmp_path, read_only=True)
+    assert ckpt.all_steps() == [16, 32]
+    assert ckpt.best_step() in (16, 32)
+
+
+def test_interrupt_and_resume_equals_uninterrupted(tmp_path, tiny_config) -> None:
+    straight = tmp_path / "straight"
+    train.train_and_evaluate(tiny_config, straight)
+    resumed = tmp_path / "resumed"
+    first = train.train_and_evaluate(make_tiny_config(max_steps=21), resumed)  # mid epoch 2
+    assert first["step"] == 21 and first["stopped_by"] == "max_steps"
+    assert checkpoint.Checkpointer(resumed, read_only=True).all_steps()[-1] == 21
+    train.train_and_evaluate(tiny_config, resumed)
+    a, meta_a = _params_of(straight)
+    b, meta_b = _params_of(resumed)
+    assert int(a.step) == int(b.step) == 32 and meta_a == meta_b
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
+        np.testing.assert_array_equal(x, y)  # bitwise on the CPU
+    for x, y in zip(jax.tree.leaves(a.opt_state), jax.tree.leaves(b.opt_state), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path, tiny_config, monkeypatch) -> None:
+    real = data.train_batches
+
+    def batches_then_signal(*args, **kwargs):
+        for i, batch in enumerate(real(*args, **kwargs)):
+            if i == 5:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield batch
+
+    monkeypatch.setattr(data, "train_batches", batches_then_signal)
+    result = train.train_and_evaluate(tiny_config, tmp_path)
+    assert result["stopped_by"] == "SIGTERM"
+    steps_saved = checkpoint.Checkpointer(tmp_path, read_only=True).all_steps()
+    assert steps_saved and 1 <= steps_saved[-1] < 16  # saved where it stopped, mid epoch 1
+    assert signal.getsignal(signal.SIGTERM) is not None  # the handler was put back
+    monkeypatch.setattr(data, "train_batches", real)
+    final = train.train_and_evaluate(tiny_config, tmp_path)  # resumes to the end
+    assert final["step"] == 32 and "test" in final
+
+
+def test_corrupted_latest_checkpoint_falls_back(tmp_path, tiny_config) -> None:
+    train.train_and_evaluate(tiny_config, tmp_path)
+    latest = tmp_path / "checkpoints" / "32" / "state"
+    for f in latest.rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"\0garbage")
+    reports = []
+    config = checkpoint.load_config(tmp_path)
+    split = data.load_split(config, config.train_split)
+    template = steps.create_train_state(config, build_model(config, split), steps_per_epoch=1)
+    state, meta = checkpoint.Checkpointer(tmp_path).restore_latest(template, report=reports.append)
+    assert int(state.step) == 16 and meta["epoch"] == 1
+    assert len(reports) == 1 and "checkpoints/32 is unreadable" in reports[0]
+
+
+def test_nan_stops_training_and_keeps_the_best(tmp_path, tiny_config, monkeypatch) -> None:
+    train.train_and_evaluate(make_tiny_config(num_epochs=1), tmp_path)
+    before = checkpoint.Checkpointer(tmp_path, read_only=True).all_steps()
+    real = steps.train_step
+
+    def nan_after_20(state, batch):
+        state, metrics = real(state, batch)
+        if int(state.step) > 20:
+            metrics = dict(metrics, loss=metrics["loss"] * np.nan)
+        return state, metrics
+
+    monkeypatch.setattr(steps, "train_step", nan_after_20)
+    with pytest.raises(FloatingPointError, match="non-finite metrics at step 21"):
+        train.train_and_evaluate(tiny_config, tmp_path)
+    ckpt = checkpoint.Checkpointer(tmp_path, read_only=True)
+    assert ckpt.all_steps() == before == [16] and ckpt.best_step() == 16
+
+
+def test_bad_config_and_workdir_fail_before_training(tmp_path, tiny_config) -> None:
+    with pytest.raises(ValueError, match="config.model='swin_z' is not a preset"):
+        train.train_and_evaluate(make_tiny_config(model="swin_z"), tmp_path / "a")
+    with pytest.raises(ValueError, match="config.batch_size must be >= 1"):
+        train.train_and_evaluate(make_tiny_config(batch_size=0), tmp_path / "b")
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("precious")
+    with pytest.raises(ValueError, match="exists and is not a directory"):
+        train.train_and_evaluate(tiny_config, not_a_dir)
+    assert not_a_dir.read_text() == "precious"
+    with pytest.raises(data.DatasetNotFoundError):
+        train.train_and_evaluate(
+            make_tiny_config(dataset="cifar100", data_dir=str(tmp_path)), tmp_path / "c"
+        )
+    assert not (tmp_path / "c").exists()  # nothing written before the data is there
+
+
+def test_other_runs_workdir_is_refused(tmp_path, tiny_config) -> None:
+    train.train_and_evaluate(make_tiny_config(num_epochs=1), tmp_path)
+    with pytest.raises(ValueError, match=r"different config \(learning_rate: 0.002 -> 0.1\)"):
+        train.train_and_evaluate(make_tiny_config(learning_rate=0.1), tmp_path)
+
+
+def test_eval_scores_every_example_and_reports_json(tmp_path, tiny_config, capsys) -> None:
+    with tfds.testing.mock_data(num_examples=50):  # cifar100 through real tfds code
+        config = make_tiny_config(
+            dataset="cifar100",
+            data_dir=str(tmp_path / "tfds"),
+            model="keras_example",
+            num_epochs=1,
+            batch_size=16,
+            eval_batch_size=16,
+            augment="seed_exact",
+        )
+        train.train_and_evaluate(config, tmp_path / "run")
+        assert eval_cli.main(["--ckpt", str(tmp_path / "run"), "--split", "test"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["num_examples"] == 50 and record["split"] == "test"  # 50 = 3 * 16 + 2
+    assert record["step"] == 3 and set(record) >= {"loss", "top1", "top5"}
+
+
+def test_eval_cli_bad_paths_exit_2(tmp_path, tiny_config) -> None:
+    assert eval_cli.main(["--ckpt", str(tmp_path / "missing")]) == 2
+    assert eval_cli.main(["--ckpt", str(tmp_path)]) == 2  # exists, not a workdir
+    train.train_and_evaluate(make_tiny_config(num_epochs=1), tmp_path / "run")
+    assert eval_cli.main(["--ckpt", str(tmp_path / "run" / "checkpoints" / "99")]) == 2
+    # A checkpoint that does not match the saved config's model.
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    cfg["model_kwargs"] = {"embed_dim": 32}
+    (tmp_path / "run" / "config.json").write_text(json.dumps(cfg))
+    assert eval_cli.main(["--ckpt", str(tmp_path / "run" / "checkpoints" / "16")]) == 2
+
+
+def test_train_cli_end_to_end(tmp_path) -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "swinjax.train",
+        "--config",
+        str(REPO / "experiments/demo.py"),
+        "--workdir",
+        str(tmp_path),
+        "--config.num_epochs=1",
+        "--config.progress_bar=False",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1])["epoch"] == 1
+    bad = subprocess.run(
+        cmd[:-2] + ["--config.learning_rate=-1"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert bad.returncode == 2 and "config.learning_rate=-1" in bad.stderr
