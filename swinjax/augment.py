@@ -1,55 +1,81 @@
-"""Device-side augmentation: pure, jittable functions run inside ``train_step``.
+"""Device-side augmentation: pure, jittable functions run inside the jitted train step.
 
-Keeping augmentation on the device means the host only ships uint8 batches, and the random draws
-come from the step's key, so a resumed run augments exactly as an uninterrupted one.
+The host ships plain uint8 batches; the random draws come from the step's key, so a resumed run
+augments exactly as an uninterrupted one. Every argument that selects code (``mode``,
+``padding``, ``mean``/``std``) is a Python value checked before tracing, never inside it.
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 
 # "crop_flip": random crop after zero padding + horizontal flip (the CIFAR standard).
-# "seed_exact": the Keras example's pipeline, whose full-size RandomCrop is a no-op: flip only.
+# "seed_exact": the Keras seed example, whose full-size RandomCrop is a no-op: flip only.
+# "none": images unchanged.
 MODES = ("crop_flip", "seed_exact", "none")
 
 
+def _check_images(images_BHWC: jax.Array) -> None:
+    if images_BHWC.ndim != 4:
+        raise ValueError(f"expected images of shape [B, H, W, C], got {images_BHWC.shape}")
+
+
+def validate_mode(mode: str, padding: int = 0) -> None:
+    """Raises ValueError for an unknown ``mode`` or a negative / non-integer ``padding``."""
+    if mode not in MODES:
+        raise ValueError(f"augment mode {mode!r} is not one of {MODES}")
+    if isinstance(padding, bool) or not isinstance(padding, numbers.Integral) or padding < 0:
+        raise ValueError(f"crop padding must be a Python int >= 0, got {padding!r}")
+
+
 def random_flip(key: jax.Array, images_BHWC: jax.Array) -> jax.Array:
-    """Each image mirrored left-right with probability 1/2."""
+    """Each image mirrored left-right independently with probability 1/2."""
+    _check_images(images_BHWC)
     flip_B = jax.random.bernoulli(key, 0.5, (images_BHWC.shape[0],))
     return jnp.where(flip_B[:, None, None, None], images_BHWC[:, :, ::-1], images_BHWC)
 
 
-def random_crop(key: jax.Array, images_BHWC: jax.Array, padding: int) -> jax.Array:
-    """Each image zero-padded by ``padding`` on every side, then cropped back at a random offset."""
+def random_crop(key: jax.Array, images_BHWC: jax.Array, padding: int = 4) -> jax.Array:
+    """Each image zero-padded by ``padding`` pixels on every side, then cropped back to its size
+    at an independent uniform offset in [0, 2 * padding] along each axis."""
+    _check_images(images_BHWC)
+    validate_mode("crop_flip", padding)
     if padding == 0:
         return images_BHWC
     B, H, W, C = images_BHWC.shape
-    padded = jnp.pad(images_BHWC, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    offsets_B2 = jax.random.randint(key, (B, 2), 0, 2 * padding + 1)
+    p = int(padding)
+    padded_BHWC = jnp.pad(images_BHWC, ((0, 0), (p, p), (p, p), (0, 0)))
+    offsets_B2 = jax.random.randint(key, (B, 2), 0, 2 * p + 1)
 
-    def crop(img_HWC: jax.Array, off_2: jax.Array) -> jax.Array:
-        return jax.lax.dynamic_slice(img_HWC, (off_2[0], off_2[1], 0), (H, W, C))
+    def crop(image_HWC: jax.Array, offset_2: jax.Array) -> jax.Array:
+        return jax.lax.dynamic_slice(image_HWC, (offset_2[0], offset_2[1], 0), (H, W, C))
 
-    return jax.vmap(crop)(padded, offsets_B2)
+    return jax.vmap(crop)(padded_BHWC, offsets_B2)
 
 
 def random_crop_flip(key: jax.Array, images_BHWC: jax.Array, padding: int = 4) -> jax.Array:
+    """:func:`random_crop` then :func:`random_flip`, with independent keys; shape and dtype kept
+    (uint8 or float inputs alike)."""
     crop_key, flip_key = jax.random.split(key)
     return random_flip(flip_key, random_crop(crop_key, images_BHWC, padding))
 
 
 def augment(key: jax.Array, images_BHWC: jax.Array, mode: str, padding: int = 4) -> jax.Array:
-    """Dispatch on ``mode`` (a Python string, fixed at trace time); shape and dtype kept."""
+    """Dispatches on ``mode`` (one of :data:`MODES`, fixed at trace time); shape and dtype kept.
+
+    ``padding`` is used by ``crop_flip`` only.
+    """
+    validate_mode(mode, padding)
+    _check_images(images_BHWC)
     if mode == "crop_flip":
         return random_crop_flip(key, images_BHWC, padding)
     if mode == "seed_exact":
         return random_flip(key, images_BHWC)
-    if mode == "none":
-        return images_BHWC
-    raise ValueError(f"augment mode {mode!r} is not one of {MODES}")
+    return images_BHWC
 
 
 def normalize(
@@ -57,13 +83,20 @@ def normalize(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
 ) -> jax.Array:
-    """uint8 images to float32 in [0, 1] (the seed's scaling); then per-channel standardised
-    when ``mean`` and ``std`` are given. Float inputs are taken as already in [0, 1]."""
+    """Images as float32: uint8 scaled to [0, 1] (the seed's ``x / 255``), float inputs taken as
+    already in [0, 1]; then, when ``mean`` and ``std`` (one value per channel, on the [0, 1]
+    scale) are given, standardised per channel: ``(x - mean) / std``."""
     x = images_BHWC.astype(jnp.float32)
     if images_BHWC.dtype == jnp.uint8:
         x = x / 255.0
-    if mean is not None or std is not None:
-        if mean is None or std is None or len(mean) != len(std):
-            raise ValueError("normalize needs both mean and std, one value per channel")
-        x = (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
-    return x
+    if mean is None and std is None:
+        return x
+    channels = images_BHWC.shape[-1]
+    if mean is None or std is None or not len(mean) == len(std) == channels:
+        raise ValueError(
+            f"normalize needs both mean and std, one value per channel ({channels}); "
+            f"got mean={mean}, std={std}"
+        )
+    if any(float(s) <= 0 for s in std):
+        raise ValueError(f"normalize: every std must be > 0, got {std}")
+    return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)

@@ -1,251 +1,424 @@
 """Image classification data from tfds, held in host memory, fed to the device in batches.
 
-Any tfds dataset with ``image`` and ``label`` features works (``cifar100``, ``cifar10``,
-``mnist``, ``fashion_mnist``, ...), plus ``synthetic``, an offline stand-in for demos. Splits are
-read once through tfds (``download=False``: a missing dataset is an error that says what to do,
-never a hang on the network) into uint8 arrays; shuffling is a numpy permutation that is a pure
-function of (seed, epoch), so a resumed run sees exactly the batches an uninterrupted one would.
-Augmentation runs on the device (:mod:`swinjax.augment`); the host only slices arrays.
+Any tfds dataset with an ``image`` and a class ``label`` feature works (``cifar100``, ``cifar10``,
+``mnist``, ``fashion_mnist`` with C=1, ...), plus ``synthetic``, an offline dataset for demos and
+tests. A split is read once through tfds (never downloading: a missing dataset is an error that
+says what to do, not a hang on the network) into uint8 arrays and cached in the process.
+
+Training order is a numpy permutation that is a pure function of (seed, epoch), so a run resumed
+at (epoch, step) sees exactly the batches an uninterrupted one would. Augmentation runs on the
+device (:mod:`swinjax.augment`); the host only gathers rows of arrays.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import difflib
 import functools
 import os
+import queue
 import threading
 import types
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import jax
 import ml_collections
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow (under tfds) is chatty
 import numpy as np
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow (under tfds) is chatty
+
 SYNTHETIC = "synthetic"
+_CACHE_SIZE = 8
 
 
 class DatasetNotFoundError(FileNotFoundError):
     """The dataset is not prepared in the data directory (and nothing will download it)."""
 
 
+class UnknownDatasetError(ValueError):
+    """``config.dataset`` names neither a tfds dataset nor ``synthetic``."""
+
+
+class InvalidSplitError(ValueError):
+    """A split string that does not parse or names a split the dataset does not have."""
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Split:
-    """One split in host memory: ``images`` (N, H, W, C) uint8 and ``labels`` (N,) int32."""
+    """One split in host memory. The arrays are read-only (they are shared through the cache)."""
 
-    name: str
-    images: np.ndarray
-    labels: np.ndarray
+    images_NHWC: np.ndarray  # uint8
+    labels_N: np.ndarray  # int32 in [0, num_classes)
+    name: str  # "dataset:split", e.g. "cifar100:train[:90%]"
     num_classes: int
     class_names: tuple[str, ...] = ()
 
     @property
+    def images(self) -> np.ndarray:
+        """Alias of ``images_NHWC``."""
+        return self.images_NHWC
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Alias of ``labels_N``."""
+        return self.labels_N
+
+    @property
     def num_examples(self) -> int:
-        return int(self.labels.shape[0])
+        return int(self.labels_N.shape[0])
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+        """(H, W, C) of one image."""
+        h, w, c = self.images_NHWC.shape[1:]
+        return int(h), int(w), int(c)
 
 
 def default_data_config() -> ml_collections.ConfigDict:
-    """Dataset keys, with the seed's splits: 90% / 10% of train, and test."""
+    """The data keys and their defaults (the seed's splits: 90% / 10% of train, and test)."""
     c = ml_collections.ConfigDict()
-    c.dataset = "cifar100"
-    c.data_dir = ""  # "": $TFDS_DATA_DIR, else tfds' default (~/tensorflow_datasets)
+    c.dataset = "cifar100"  # a tfds name (optionally "name:version") or "synthetic"
+    c.data_dir = ""  # "" or None: $TFDS_DATA_DIR, else tfds' default (~/tensorflow_datasets)
     c.train_split = "train[:90%]"
     c.val_split = "train[90%:]"  # "": no validation
     c.test_split = "test"  # "": no final test evaluation
     c.batch_size = 128
-    c.eval_batch_size = 0  # 0: batch_size
-    c.synthetic = ml_collections.ConfigDict(
-        dict(num_classes=10, image_size=16, channels=3, train_examples=1200, test_examples=300)
-    )
+    c.eval_batch_size = 0  # 0 or None: batch_size
+    c.seed = 0  # training order (and, in steps, initialisation and augmentation)
+    # The synthetic dataset (splits "train" and "test"); its own seed, so the data stay the same
+    # when config.seed changes.
+    c.synthetic_num_classes = 10
+    c.synthetic_image_size = 16
+    c.synthetic_channels = 3
+    c.synthetic_train_examples = 1200
+    c.synthetic_test_examples = 300
+    c.synthetic_seed = 0
     return c
 
 
 def resolve_data_dir(data_dir: str | None) -> str | None:
+    """``data_dir``, else ``$TFDS_DATA_DIR``, else None (tfds' default)."""
     return data_dir or os.environ.get("TFDS_DATA_DIR") or None
 
 
 def load_split(config: ml_collections.ConfigDict, spec: str) -> Split:
     """The split ``spec`` (a tfds split string such as ``train[:90%]``) of ``config.dataset``."""
     if config.dataset == SYNTHETIC:
-        s = config.synthetic
-        return _synthetic_split(
+        return synthetic_split(
             spec,
-            s.num_classes,
-            s.image_size,
-            s.channels,
-            s.train_examples,
-            s.test_examples,
-            config.seed,
+            num_classes=config.synthetic_num_classes,
+            image_size=config.synthetic_image_size,
+            channels=config.synthetic_channels,
+            train_examples=config.synthetic_train_examples,
+            test_examples=config.synthetic_test_examples,
+            seed=config.synthetic_seed,
         )
-    return _tfds_split(config.dataset, resolve_data_dir(config.data_dir), spec)
+    return load_tfds_split(config.dataset, resolve_data_dir(config.get("data_dir")), spec)
 
 
 def load_splits(config: ml_collections.ConfigDict) -> dict[str, Split]:
     """``train`` always; ``val`` and ``test`` where their split strings are not empty."""
     splits = {"train": load_split(config, config.train_split)}
-    for key, spec in (("val", config.val_split), ("test", config.test_split)):
+    for key, spec in (("val", config.get("val_split")), ("test", config.get("test_split"))):
         if spec:
             splits[key] = load_split(config, spec)
     return splits
 
 
-@functools.lru_cache(maxsize=16)
-def _tfds_split(name: str, data_dir: str | None, spec: str) -> Split:
+# ----------------------------------------------------------------------------------- tfds
+
+
+_tfds_cache: collections.OrderedDict[tuple[str, str], Split] = collections.OrderedDict()
+
+
+def clear_cache() -> None:
+    """Forgets every cached split (tfds and synthetic)."""
+    _tfds_cache.clear()
+    synthetic_split.cache_clear()
+
+
+def _tfds_is_mocked() -> bool:
+    """True inside ``tfds.testing.mock_data``, whose fake examples must never be cached."""
+    from tensorflow_datasets.core import dataset_builder
+
+    as_dataset = dataset_builder.DatasetBuilder.as_dataset
+    return getattr(as_dataset, "__module__", "") != dataset_builder.__name__
+
+
+def _builder(name: str, data_dir: str | None) -> Any:
+    """The prepared tfds builder of ``name``, or a clear error saying how to prepare it."""
     import tensorflow_datasets as tfds
 
     try:
         builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError as e:
-        raise ValueError(
-            f"config.dataset={name!r} is not a tfds dataset; use a tfds name such "
-            f"as cifar100, cifar10, mnist or fashion_mnist, or {SYNTHETIC!r}"
-        ) from e
-    where = data_dir or "tfds' default data directory (~/tensorflow_datasets)"
+    except tfds.core.registered.DatasetNotFoundError:
+        known = tfds.list_builders(with_community_datasets=False)
+        close = difflib.get_close_matches(name.split(":")[0], known, n=3)
+        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+        raise UnknownDatasetError(
+            f"config.dataset={name!r} is not a tfds dataset (nor one prepared in "
+            f"{data_dir or 'the default data directory'}); {hint}Use a tfds image "
+            f"classification dataset such as cifar100, cifar10, mnist or fashion_mnist "
+            f"(see tfds.list_builders()), or {SYNTHETIC!r} for offline synthetic data"
+        ) from None
+    if not builder.is_prepared() and not _tfds_is_mocked():
+        root = Path(builder.data_dir_root)
+        found = sorted(p.name for p in (root / builder.name).glob("*") if p.is_dir())
+        also = f" (versions found there: {found}; pick one as '{builder.name}:VERSION')"
+        raise DatasetNotFoundError(
+            f"dataset {name!r} (version {builder.version}) is not prepared in data_dir {root}"
+            f"{also if found else ''}, and swinjax never downloads. Fix: run "
+            f"`tfds build {builder.name} --data_dir DIR` on a machine with network access, then "
+            "pass --config.data_dir=DIR (or set TFDS_DATA_DIR=DIR) pointing at that prepared "
+            "tfds directory"
+        )
     features = builder.info.features
     if "image" not in features or "label" not in features:
         raise ValueError(
             f"dataset {name!r} has features {list(features)}; swinjax needs 'image' and 'label'"
         )
-    try:
-        ds = builder.as_dataset(split=spec, shuffle_files=False)
-    except AssertionError as e:  # tfds' way of saying the files are not there
-        raise DatasetNotFoundError(
-            f"dataset {name!r} is not prepared in {where} and will not be downloaded. Prepare it "
-            f"where the network reaches it (`tfds build {name} --data_dir DIR`) and pass "
-            "--config.data_dir=DIR (or set TFDS_DATA_DIR) pointing at that tfds directory"
-        ) from e
-    except (ValueError, KeyError) as e:
-        known = list(builder.info.splits.keys()) if builder.info.splits else []
+    image, label = features["image"], features["label"]
+    if None in tuple(image.shape) or np.dtype(image.np_dtype) != np.uint8:
         raise ValueError(
-            f"split {spec!r} of {name!r} is not valid ({e}); the prepared splits "
-            f"are {known}, sliced like 'train[:90%]'"
-        ) from e
-    images, labels = [], []
-    for batch in tfds.as_numpy(ds.batch(4096)):
-        images.append(batch["image"])
-        labels.append(batch["label"])
-    if not labels:
-        raise ValueError(f"split {spec!r} of {name!r} is empty")
-    label_feature = features["label"]
-    return Split(
-        name=f"{name}:{spec}",
-        images=np.concatenate(images).astype(np.uint8),
-        labels=np.concatenate(labels).astype(np.int32),
-        num_classes=int(label_feature.num_classes),
-        class_names=tuple(getattr(label_feature, "names", ()) or ()),
-    )
+            f"dataset {name!r} has {image.np_dtype.__name__} images of shape {image.shape}; "
+            "swinjax needs uint8 images of one fixed size"
+        )
+    if getattr(label, "num_classes", None) is None:
+        raise ValueError(f"dataset {name!r}: 'label' is not a class label ({label!r})")
+    return builder
 
 
-@functools.lru_cache(maxsize=16)
-def _synthetic_split(
-    spec: str, num_classes: int, size: int, channels: int, train_n: int, test_n: int, seed: int
-) -> Split:
-    """Offline data with a learnable signal: each class has a smooth random template; examples
-    are their class's template under noise. Deterministic in (seed, split)."""
+def _absolute_ranges(name: str, spec: str, sizes: Mapping[str, int]) -> list[tuple[str, int, int]]:
+    """``spec`` as (split, start, stop) ranges, by tfds' own slicing arithmetic."""
     import tensorflow_datasets as tfds
 
+    infos = {k: types.SimpleNamespace(num_examples=n, shard_lengths=[n]) for k, n in sizes.items()}
     try:
-        instruction = tfds.core.ReadInstruction.from_spec(spec)
-        sizes = {"train": train_n, "test": test_n}
-        abs_instr = instruction.to_absolute(
-            {k: types.SimpleNamespace(num_examples=n) for k, n in sizes.items()}
-        )
+        instructions = tfds.core.ReadInstruction.from_spec(spec).to_absolute(infos)
     except (ValueError, AssertionError, KeyError) as e:
-        raise ValueError(
-            f"split {spec!r} is not valid for {SYNTHETIC!r} (splits: train, "
-            f"test; slices like 'train[:90%]'): {e}"
-        ) from e
-    coarse = np.random.default_rng([seed, 7]).uniform(0, 255, (num_classes, 4, 4, channels))
-    templates = coarse.repeat(-(-size // 4), 1).repeat(-(-size // 4), 2)[:, :size, :size]
-    images, labels = [], []
-    for part in abs_instr:
-        total = train_n if part.splitname == "train" else test_n
-        rng = np.random.default_rng([seed, 0 if part.splitname == "train" else 1])
-        split_labels = rng.integers(0, num_classes, total)
-        noise = rng.normal(0, 40, (total, size, size, channels))
-        split_images = np.clip(templates[split_labels] + noise, 0, 255).astype(np.uint8)
-        lo, hi = part.from_ or 0, part.to if part.to is not None else total
-        images.append(split_images[lo:hi])
-        labels.append(split_labels[lo:hi].astype(np.int32))
-    return Split(
-        name=f"{SYNTHETIC}:{spec}",
-        images=np.concatenate(images),
-        labels=np.concatenate(labels),
-        num_classes=num_classes,
-        class_names=tuple(f"class_{i}" for i in range(num_classes)),
+        raise InvalidSplitError(
+            f"split {spec!r} of {name!r} is not valid: {str(e).strip()}. The dataset's splits "
+            f"are {sorted(sizes)}; slice them like 'train[:90%]', 'train[90%:]' or 'test[:1000]'"
+        ) from None
+    return [
+        (i.splitname, i.from_ or 0, sizes[i.splitname] if i.to is None else i.to)
+        for i in instructions
+    ]
+
+
+def _read_numpy(builder: Any, spec: str) -> tuple[np.ndarray, np.ndarray]:
+    """All of ``spec`` as (images uint8, labels), in file order."""
+    import tensorflow_datasets as tfds
+
+    parts = list(tfds.as_numpy(builder.as_dataset(split=spec, shuffle_files=False).batch(8192)))
+    empty = np.zeros((0, *builder.info.features["image"].shape), np.uint8)
+    images = np.concatenate([empty, *(p["image"] for p in parts)])
+    labels = np.concatenate([np.zeros((0,), np.int64), *(p["label"] for p in parts)])
+    return images, labels
+
+
+def load_tfds_split(name: str, data_dir: str | None, spec: str) -> Split:
+    """Split ``spec`` of tfds dataset ``name`` as uint8 arrays; cached per (dataset dir, spec).
+
+    Raises :class:`UnknownDatasetError`, :class:`DatasetNotFoundError` (not prepared in
+    ``data_dir``) or :class:`InvalidSplitError` before reading anything. Splits whose sizes the
+    metadata does not record (e.g. under ``tfds.testing.mock_data``) are read whole and sliced
+    here with tfds' slicing arithmetic, so ``train[:90%]`` and ``train[90%:]`` always partition.
+    """
+    builder = _builder(name, data_dir)
+    mocked = _tfds_is_mocked()
+    key = (str(builder.data_dir), spec)
+    if not mocked and key in _tfds_cache:
+        _tfds_cache.move_to_end(key)
+        return _tfds_cache[key]
+    sizes = {k: int(v.num_examples) for k, v in builder.info.splits.items()}
+    if sizes:
+        ranges = _absolute_ranges(name, spec, sizes)  # validates spec before reading
+        images, labels = _read_numpy(builder, spec)
+        if len(labels) != sum(b - a for _, a, b in ranges):
+            raise RuntimeError(f"read {len(labels)} examples of {name}:{spec}, expected {ranges}")
+    else:  # sizes unknown: read each named split whole, then slice
+        names = dict.fromkeys(part.split("[")[0].strip() for part in spec.split("+"))
+        try:
+            base = {s: _read_numpy(builder, s) for s in names}
+        except (ValueError, KeyError) as e:
+            raise InvalidSplitError(f"split {spec!r} of {name!r} is not valid: {e}") from None
+        sizes = {s: len(lab) for s, (_, lab) in base.items()}
+        ranges = _absolute_ranges(name, spec, sizes)
+        images = np.concatenate([base[s][0][a:b] for s, a, b in ranges])
+        labels = np.concatenate([base[s][1][a:b] for s, a, b in ranges])
+    if len(labels) == 0:
+        raise InvalidSplitError(f"split {spec!r} of {name!r} is empty")
+    label_feature = builder.info.features["label"]
+    split = _frozen_split(
+        images.astype(np.uint8, copy=False),
+        labels.astype(np.int32),
+        f"{name}:{spec}",
+        int(label_feature.num_classes),
+        tuple(getattr(label_feature, "names", None) or ()),
     )
+    if not mocked:
+        _tfds_cache[key] = split
+        while len(_tfds_cache) > _CACHE_SIZE:
+            _tfds_cache.popitem(last=False)
+    return split
+
+
+def _frozen_split(images: np.ndarray, labels: np.ndarray, *args: Any) -> Split:
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return Split(images, labels, *args)
+
+
+# ------------------------------------------------------------------------------ synthetic
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def synthetic_split(
+    spec: str,
+    num_classes: int = 10,
+    image_size: int = 16,
+    channels: int = 3,
+    train_examples: int = 1200,
+    test_examples: int = 300,
+    seed: int = 0,
+) -> Split:
+    """Offline data with a learnable signal, deterministic in (seed, sizes).
+
+    Each class has a smooth random colour template (a 4x4 grid of random colours, upsampled);
+    an example is its class's template plus Gaussian noise (std 40 of 255). The splits are
+    ``train`` and ``test``, sliced like tfds splits (``train[:90%]``).
+    """
+    if min(num_classes, image_size, channels, train_examples, test_examples) < 1:
+        raise ValueError("synthetic dataset sizes must all be >= 1")
+    sizes = {"train": train_examples, "test": test_examples}
+    ranges = _absolute_ranges(SYNTHETIC, spec, sizes)
+    rng = np.random.default_rng([seed, 7])
+    cells = rng.uniform(0, 255, (num_classes, 4, 4, channels))
+    rep = -(-image_size // 4)
+    templates = cells.repeat(rep, 1).repeat(rep, 2)[:, :image_size, :image_size]
+    images, labels = [], []
+    for name, start, stop in ranges:
+        rng = np.random.default_rng([seed, 0 if name == "train" else 1])
+        labels_N = rng.integers(0, num_classes, sizes[name])[start:stop]
+        noise = rng.normal(0, 40, (sizes[name], image_size, image_size, channels))[start:stop]
+        images.append(np.clip(templates[labels_N] + noise, 0, 255).round().astype(np.uint8))
+        labels.append(labels_N.astype(np.int32))
+    if not sum(len(x) for x in labels):
+        raise InvalidSplitError(f"split {spec!r} of {SYNTHETIC!r} is empty")
+    return _frozen_split(
+        np.concatenate(images),
+        np.concatenate(labels),
+        f"{SYNTHETIC}:{spec}",
+        num_classes,
+        tuple(f"class_{i}" for i in range(num_classes)),
+    )
+
+
+# -------------------------------------------------------------------------------- batches
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
     """Full batches per epoch (training drops the last partial batch)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     return num_examples // batch_size
 
 
 def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
-    """The training order of ``epoch``: a pure function of (seed, epoch)."""
-    return np.random.default_rng([seed, epoch, 0x5117]).permutation(num_examples)
+    """The training order of ``epoch``: a pure function of (num_examples, seed, epoch)."""
+    entropy = [int(seed) % 2**64, int(epoch) % 2**64, 0x5117]  # any int seed, even negative
+    return np.random.default_rng(entropy).permutation(num_examples)
 
 
 def train_batches(
     split: Split, batch_size: int, seed: int, epoch: int, start_step: int = 0
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Shuffled full batches ``{"image": uint8 (B,H,W,C), "label": int32 (B,)}`` from
-    batch ``start_step`` of ``epoch`` on."""
-    order = epoch_permutation(split.num_examples, seed, epoch)
-    for s in range(start_step, steps_per_epoch(split.num_examples, batch_size)):
-        idx = order[s * batch_size : (s + 1) * batch_size]
-        yield {"image": split.images[idx], "label": split.labels[idx]}
+    """Shuffled full batches ``{"image": uint8 [B,H,W,C], "label": int32 [B]}`` of ``epoch``,
+    from batch ``start_step`` on (resume); the last partial batch is dropped."""
+    num_steps = steps_per_epoch(split.num_examples, batch_size)
+    if not 0 <= start_step <= num_steps:
+        raise ValueError(f"start_step {start_step} is outside the epoch's {num_steps} steps")
+    order_N = epoch_permutation(split.num_examples, seed, epoch)
+    for step in range(start_step, num_steps):
+        idx_B = order_N[step * batch_size : (step + 1) * batch_size]
+        yield {"image": split.images_NHWC[idx_B], "label": split.labels_N[idx_B]}
 
 
 def eval_batches(split: Split, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-    """Every example once, in order; the last batch is padded and ``mask`` marks real rows."""
+    """Every example exactly once, in order, as ``{"image", "label", "mask": float32 [B]}``.
+
+    All batches have ``batch_size`` rows (one compiled shape); the last is padded with zero
+    images and label 0, and ``mask`` is 1.0 for real rows, 0.0 for padding.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     n = split.num_examples
     for start in range(0, n, batch_size):
         real = min(batch_size, n - start)
         pad = batch_size - real
-        images, labels = split.images[start : start + real], split.labels[start : start + real]
-        if pad:
-            images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
-            labels = np.concatenate([labels, np.zeros((pad,), labels.dtype)])
-        mask = np.concatenate([np.ones(real, np.float32), np.zeros(pad, np.float32)])
-        yield {"image": images, "label": labels, "mask": mask}
+        images_BHWC = split.images_NHWC[start : start + real]
+        yield {
+            "image": np.pad(images_BHWC, ((0, pad), (0, 0), (0, 0), (0, 0)))
+            if pad
+            else images_BHWC,
+            "label": np.pad(split.labels_N[start : start + real], (0, pad)),
+            "mask": (np.arange(batch_size) < real).astype(np.float32),
+        }
 
 
 def prefetch_to_device(
-    batches: Iterator[dict[str, np.ndarray]], size: int = 2, sharding: Any = None
-) -> Iterator[dict[str, jax.Array]]:
-    """Keeps ``size`` batches already on their way to the device, filled by a host thread."""
-    queue: collections.deque = collections.deque()
-    ready = threading.Semaphore(0)
-    room = threading.Semaphore(size)
-    done = object()
-    errors: list[BaseException] = []
+    batches: Iterator[Any], size: int = 2, sharding: Any = None
+) -> Iterator[Any]:
+    """Yields ``batches`` already put on the device, ``size`` of them ahead.
+
+    A background thread assembles the next batches and starts their transfers with
+    ``jax.device_put(batch, sharding)`` (``sharding=None``: the default device), so the device
+    never waits on the host. Order is kept; an exception in ``batches`` is re-raised here.
+    Closing this generator early (``break``) stops the thread and closes ``batches``.
+    """
+    if size < 1:
+        raise ValueError(f"prefetch size must be >= 1, got {size}")
+    ready: queue.Queue = queue.Queue(maxsize=size)
+    stop = threading.Event()
+    end = object()
 
     def produce() -> None:
         try:
             for batch in batches:
-                room.acquire()
-                queue.append(jax.device_put(batch, sharding))
-                ready.release()
-        except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
-            errors.append(e)
-        queue.append(done)
-        ready.release()
+                if stop.is_set():
+                    break
+                ready.put((jax.device_put(batch, sharding), None))
+                if stop.is_set():
+                    break
+            else:
+                ready.put((end, None))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            if not stop.is_set():
+                ready.put((end, e))
+        finally:
+            close = getattr(batches, "close", None)
+            if stop.is_set() and close is not None:
+                close()
 
-    threading.Thread(target=produce, daemon=True).start()
-    while True:
-        ready.acquire()
-        item = queue.popleft()
-        if item is done:
-            if errors:
-                raise errors[0]
-            return
-        room.release()
-        yield item
+    thread = threading.Thread(target=produce, name="prefetch_to_device", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = ready.get()
+            if error is not None:
+                raise error
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        while True:  # unblock a producer waiting on a full queue
+            try:
+                ready.get_nowait()
+            except queue.Empty:
+                break
+        thread.join(timeout=10)

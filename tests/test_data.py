@@ -2,74 +2,161 @@
 
 from __future__ import annotations
 
-import tempfile
+import socket
+import threading
 import time
+from pathlib import Path
 
+import jax
+import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
 from swinjax import data
-from tests.conftest import SHARED_TFDS, make_tiny_config
+
+# CI clones the repo into some folder with a copy of shared/ beside it.
+SHARED_TFDS = Path(__file__).resolve().parents[2] / "shared/datasets/tfds"
 
 
-def _cifar100_config(**kw):
-    config = make_tiny_config(dataset="cifar100", data_dir=tempfile.mkdtemp())
-    for k, v in kw.items():
-        config[k] = v
+def _config(**overrides) -> ml_collections.ConfigDict:
+    config = data.default_data_config()
+    config.update(overrides)
     return config
 
 
-def test_cifar100_through_tfds_mock_data() -> None:
+def _shared_tfds() -> str:
+    assert (SHARED_TFDS / "cifar10").is_dir(), (
+        f"the prepared tfds directory with cifar10 must exist at {SHARED_TFDS} "
+        "(<clone>/../shared/datasets/tfds)"
+    )
+    return str(SHARED_TFDS)
+
+
+@pytest.fixture
+def no_network(monkeypatch) -> list:
+    """Records (and refuses) every socket connection or DNS lookup made during the test."""
+    attempts: list = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network access attempted in a test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    return attempts
+
+
+def test_default_config_has_the_flat_data_keys() -> None:
+    config = data.default_data_config()
+    for key in ("dataset", "data_dir", "train_split", "val_split", "test_split"):
+        assert isinstance(config[key], str)
+    assert (config.dataset, config.train_split, config.val_split, config.test_split) == (
+        "cifar100",
+        "train[:90%]",
+        "train[90%:]",
+        "test",
+    )
+    assert config.batch_size > 0 and config.eval_batch_size == 0 and config.seed == 0
+
+
+def test_cifar100_through_tfds_mock_data(tmp_path, no_network) -> None:
     with tfds.testing.mock_data(num_examples=40):
-        splits = data.load_splits(_cifar100_config())
+        splits = data.load_splits(_config(data_dir=str(tmp_path)))
+        whole = data.load_split(_config(data_dir=str(tmp_path)), "train")
     assert set(splits) == {"train", "val", "test"}
-    for split in splits.values():
-        assert split.images.dtype == np.uint8 and split.images.shape[1:] == (32, 32, 3)
-        assert split.labels.dtype == np.int32 and split.num_classes == 100
-        assert split.labels.min() >= 0 and split.labels.max() < 100
+    for split in (*splits.values(), whole):
+        assert split.images_NHWC.dtype == np.uint8 and split.image_shape == (32, 32, 3)
+        assert split.labels_N.dtype == np.int32 and split.num_classes == 100
+        assert 0 <= split.labels_N.min() and split.labels_N.max() < 100
     assert len(splits["train"].class_names) == 100
+    train, val = splits["train"], splits["val"]
+    assert (train.num_examples, val.num_examples, whole.num_examples) == (36, 4, 40)
+    np.testing.assert_array_equal(np.concatenate([train.images, val.images]), whole.images)
+    np.testing.assert_array_equal(np.concatenate([train.labels, val.labels]), whole.labels)
+    assert not no_network
 
 
-def test_real_cifar10_from_shared_data_dir() -> None:
-    assert SHARED_TFDS.is_dir(), f"expected the shared tfds directory at {SHARED_TFDS}"
-    config = make_tiny_config(dataset="cifar10", data_dir=str(SHARED_TFDS))
+def test_grayscale_dataset_keeps_one_channel(tmp_path) -> None:
+    with tfds.testing.mock_data(num_examples=6):
+        split = data.load_split(_config(dataset="fashion_mnist", data_dir=str(tmp_path)), "test")
+    assert split.images.shape == (6, 28, 28, 1) and split.num_classes == 10
+
+
+def test_mock_data_is_never_cached(tmp_path) -> None:
+    for n in (5, 7):
+        with tfds.testing.mock_data(num_examples=n):
+            assert data.load_split(_config(data_dir=str(tmp_path)), "test").num_examples == n
+
+
+def test_real_cifar10_from_shared_data_dir(monkeypatch) -> None:
+    config = _config(dataset="cifar10", data_dir=_shared_tfds())
     head = data.load_split(config, "train[:1%]")
-    tail = data.load_split(config, "train[99%:]")
-    assert head.images.shape == (500, 32, 32, 3) and head.num_classes == 10
+    assert head.images_NHWC.shape == (500, 32, 32, 3) and head.images.dtype == np.uint8
+    assert head.labels.dtype == np.int32 and head.num_classes == 10
     assert head.class_names[0] == "airplane"
     assert set(np.unique(head.labels)) <= set(range(10)) and len(np.unique(head.labels)) > 5
-    assert not np.array_equal(head.images[:10], tail.images[:10])
+    assert 50 < head.images.mean() < 200  # real photos, not blank
+    assert data.load_split(config, "train[:1%]") is head  # cached in-process
+    assert not head.images.flags.writeable  # the cached copy cannot be changed by a caller
+    next_ = data.load_split(config, "train[1%:2%]")
+    assert not np.array_equal(head.images[:10], next_.images[:10])
+    # data_dir "" or None falls back to $TFDS_DATA_DIR
+    monkeypatch.setenv("TFDS_DATA_DIR", _shared_tfds())
+    for empty in ("", None):
+        same = data.load_split(_config(dataset="cifar10", data_dir=empty), "train[:1%]")
+        np.testing.assert_array_equal(same.labels, head.labels)
 
 
-def test_missing_dataset_fails_fast_with_the_fix(tmp_path) -> None:
-    config = make_tiny_config(dataset="cifar100", data_dir=str(tmp_path))
+def test_missing_dataset_fails_fast_naming_it_and_the_fix(tmp_path, no_network) -> None:
     start = time.perf_counter()
     with pytest.raises(data.DatasetNotFoundError) as err:
-        data.load_split(config, "train")
-    assert time.perf_counter() - start < 30  # no download attempt
+        data.load_splits(_config(dataset="cifar100", data_dir=str(tmp_path)))
+    assert time.perf_counter() - start < 10
+    assert not no_network
     message = str(err.value)
-    assert "'cifar100'" in message and str(tmp_path) in message and "--config.data_dir" in message
+    assert "'cifar100'" in message and str(tmp_path) in message
+    assert "tfds build cifar100" in message and "--config.data_dir" in message
+    assert isinstance(err.value, FileNotFoundError)
 
 
-def test_unknown_dataset_and_bad_split() -> None:
-    with pytest.raises(ValueError, match="is not a tfds dataset"):
-        data.load_split(make_tiny_config(dataset="cifar1000"), "train")
-    with pytest.raises(ValueError, match="split 'validation' is not valid"):
-        data.load_split(make_tiny_config(), "validation")
-    config = make_tiny_config(dataset="cifar10", data_dir=str(SHARED_TFDS))
-    with pytest.raises(ValueError, match="split 'test' of 'cifar10' is not valid"):
-        data.load_split(config, "test")
+def test_unknown_dataset_and_bad_splits() -> None:
+    with pytest.raises(data.UnknownDatasetError, match="did you mean 'cifar100'"):
+        data.load_split(_config(dataset="cifar1000"), "train")
+    cifar10 = _config(dataset="cifar10", data_dir=_shared_tfds())
+    with pytest.raises(data.InvalidSplitError, match=r"split 'test' of 'cifar10'.*\['train'\]"):
+        data.load_split(cifar10, "test")
+    with pytest.raises(data.InvalidSplitError, match=r"split 'train\[:90%' of 'cifar10'"):
+        data.load_split(cifar10, "train[:90%")
+    with pytest.raises(data.InvalidSplitError, match="'validation' of 'synthetic'"):
+        data.load_split(_config(dataset="synthetic"), "validation")
 
 
-def test_synthetic_is_deterministic_and_partitioned() -> None:
-    config = make_tiny_config()
-    a, b = data.load_split(config, "train[:90%]"), data.load_split(config, "train[90%:]")
+def test_synthetic_is_offline_deterministic_partitioned_and_learnable(no_network) -> None:
+    config = _config(dataset="synthetic")
+    splits = data.load_splits(config)
+    train, val, test = splits["train"], splits["val"], splits["test"]
+    assert (train.num_examples, val.num_examples, test.num_examples) == (1080, 120, 300)
+    assert train.image_shape == (16, 16, 3) and train.images.dtype == np.uint8
     full = data.load_split(config, "train")
-    assert a.num_examples + b.num_examples == full.num_examples == 1200
-    np.testing.assert_array_equal(np.concatenate([a.labels, b.labels]), full.labels)
-    data._synthetic_split.cache_clear()
-    np.testing.assert_array_equal(data.load_split(config, "train").images, full.images)
+    np.testing.assert_array_equal(np.concatenate([train.images, val.images]), full.images)
+    data.clear_cache()
+    again = data.load_split(config, "train")
+    assert again is not full
+    np.testing.assert_array_equal(again.images, full.images)
+    np.testing.assert_array_equal(again.labels, full.labels)
+    other = data.load_split(_config(dataset="synthetic", synthetic_seed=1), "train")
+    assert not np.array_equal(other.images, full.images)
+    # The class signal is learnable: nearest class mean on train classifies test well.
+    means_KD = np.stack(
+        [train.images[train.labels == k].reshape(-1, 768).mean(0) for k in range(10)]
+    )
+    x_ND = test.images.reshape(-1, 768).astype(np.float32)
+    predicted = np.argmin(((x_ND[:, None] - means_KD[None]) ** 2).sum(-1), axis=1)
+    assert (predicted == test.labels).mean() > 0.9
+    gray = data.load_split(_config(dataset="synthetic", synthetic_channels=1), "test[:10]")
+    assert gray.images.shape == (10, 16, 16, 1)
+    assert not no_network
 
 
 def test_epoch_order_is_a_pure_function_of_seed_and_epoch() -> None:
@@ -81,31 +168,45 @@ def test_epoch_order_is_a_pure_function_of_seed_and_epoch() -> None:
 
 
 def test_train_batches_drop_remainder_and_resume_mid_epoch() -> None:
-    split = data.load_split(make_tiny_config(), "train[:90%]")  # 1080 examples
+    split = data.load_split(_config(dataset="synthetic"), "train[:90%]")  # 1080 examples
     full = list(data.train_batches(split, 100, seed=0, epoch=2))
-    assert len(full) == 10 == data.steps_per_epoch(1080, 100)
-    assert all(b["image"].shape == (100, 16, 16, 3) for b in full)
+    assert len(full) == 10 == data.steps_per_epoch(1080, 100)  # 80 examples dropped
+    for b in full:
+        assert b["image"].shape == (100, 16, 16, 3) and b["image"].dtype == np.uint8
+        assert b["label"].shape == (100,) and b["label"].dtype == np.int32
+    order = data.epoch_permutation(1080, seed=0, epoch=2)
+    np.testing.assert_array_equal(full[3]["label"], split.labels[order[300:400]])
     tail = list(data.train_batches(split, 100, seed=0, epoch=2, start_step=7))
     assert len(tail) == 3
     for x, y in zip(full[7:], tail, strict=True):
         np.testing.assert_array_equal(x["label"], y["label"])
         np.testing.assert_array_equal(x["image"], y["image"])
+    other = next(data.train_batches(split, 100, seed=0, epoch=3))
+    assert not np.array_equal(other["label"], full[0]["label"])
+    assert list(data.train_batches(split, 100, seed=0, epoch=2, start_step=10)) == []
 
 
 def test_eval_batches_cover_every_example_once() -> None:
-    split = data.load_split(make_tiny_config(), "train[90%:]")  # 120 examples
+    split = data.load_split(_config(dataset="synthetic"), "train[90%:]")  # 120 examples
     batches = list(data.eval_batches(split, 50))
-    assert [b["image"].shape[0] for b in batches] == [50, 50, 50]
+    assert [b["image"].shape for b in batches] == [(50, 16, 16, 3)] * 3
+    assert all(b["mask"].dtype == np.float32 and b["mask"].shape == (50,) for b in batches)
     mask = np.concatenate([b["mask"] for b in batches])
     assert mask.sum() == 120 and np.all(mask[:120] == 1) and np.all(mask[120:] == 0)
     labels = np.concatenate([b["label"] for b in batches])[mask == 1]
+    images = np.concatenate([b["image"] for b in batches])[mask == 1]
     np.testing.assert_array_equal(labels, split.labels)
+    np.testing.assert_array_equal(images, split.images)
 
 
-def test_prefetch_to_device_keeps_order_and_propagates_errors() -> None:
+def test_prefetch_to_device_keeps_order_propagates_errors_and_stops() -> None:
     batches = [{"x": np.full((2,), i)} for i in range(5)]
     out = [int(b["x"][0]) for b in data.prefetch_to_device(iter(batches), size=2)]
     assert out == [0, 1, 2, 3, 4]
+    device = jax.devices()[0]
+    sharding = jax.sharding.SingleDeviceSharding(device)
+    for b in data.prefetch_to_device(iter(batches), size=2, sharding=sharding):
+        assert isinstance(b["x"], jax.Array) and b["x"].devices() == {device}
 
     def broken():
         yield {"x": np.zeros(2)}
@@ -113,3 +214,20 @@ def test_prefetch_to_device_keeps_order_and_propagates_errors() -> None:
 
     with pytest.raises(RuntimeError, match="disk on fire"):
         list(data.prefetch_to_device(broken()))
+
+    closed = threading.Event()
+
+    def endless():
+        try:
+            i = 0
+            while True:
+                yield {"x": np.full((2,), i)}
+                i += 1
+        finally:
+            closed.set()
+
+    for batch in data.prefetch_to_device(endless(), size=1):
+        if int(batch["x"][0]) == 3:
+            break  # closes the prefetcher: its thread stops and closes the source
+    assert closed.wait(5)
+    assert not any(t.name == "prefetch_to_device" and t.is_alive() for t in threading.enumerate())
