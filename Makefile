@@ -8,7 +8,7 @@ WORKDIR ?= workdirs/$(basename $(notdir $(CONFIG)))
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test lint train eval demo golden clean presets
+.PHONY: install test lint train eval demo bench golden clean presets
 
 install: $(STAMP)
 
@@ -41,6 +41,10 @@ eval: install
 demo: install
 	$(PY) -m swinjax.train --config experiments/demo.py --workdir workdirs/demo $(ARGS)
 	$(PY) -m swinjax.eval --ckpt workdirs/demo
+
+# Throughput of the train/eval steps, the input pipeline and the whole loop (JSON last line).
+bench: install
+	$(PY) -m swinjax.bench --config $(CONFIG) $(ARGS)
 
 # Regenerates tests/golden/*.npz from timm (needs torch + timm, installed into .venv-timm).
 golden:

@@ -21,6 +21,7 @@ def get_config():
     config.weight_decay = 1e-4
     config.decay_all = True  # Keras' AdamW decays every trainable variable
     config.adam_eps = 1e-7  # Keras' default epsilon
+    config.adam_eps_keras = True  # added to the uncorrected sqrt(v), as Keras does
     config.label_smoothing = 0.1
     config.schedule = "constant"
     config.augment = "seed_exact"

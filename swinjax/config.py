@@ -45,6 +45,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.max_steps = 0  # > 0: stop after this many steps in all (smoke runs)
     config.augment = "crop_flip"  # "crop_flip", "seed_exact" (flip only) or "none"
     config.crop_padding = 4
+    config.mean = ()  # per-channel; empty: images scaled to [0, 1] only (the seed)
+    config.std = ()
     config.log_every_steps = 50
     config.progress_bar = True
     config.checkpoint_every_epochs = 1

@@ -1,23 +1,27 @@
-"""Train state, optimizer, loss and the jitted step functions.
+"""Train state, loss, metrics and the jitted step functions.
 
 ``train_step(state, batch) -> (state, metrics)`` and ``eval_step(state, batch) -> sums`` are
-module-level functions, jitted once, the train state donated. What a sweep varies (learning
-rate, weight decay, label smoothing, schedule lengths, the seed) lives in the state as float32
-arrays (``state.hparams``, ``state.rng``), never as Python constants in the trace, so a sweep
-over them reuses one compiled ``train_step``; ``_train_step`` is the same function unjitted, to
-``jax.vmap`` over a population of states.
+module-level functions, jitted once, the train state donated. Everything a sweep varies (peak
+and final learning rate, schedule lengths, weight decay, label smoothing, Adam's betas and
+epsilon, the clipping norm, the seed) lives in the state as float32 arrays (``state.hparams``)
+or a PRNG key (``state.rng``), never as Python constants in the trace, so a sweep over them
+reuses one compiled ``train_step``. What selects code is static (``pytree_node=False``): the
+model, the optax transformation (its only choice is the decay mask), the schedule's shape and
+the augmentation. ``_train_step`` is the same function unjitted, branch-free on hparams, to
+``jax.vmap`` over a population of states: ``jax.vmap(_train_step, in_axes=(0, None))``.
 
-Optimizer: AdamW as optax builds it (``optax.adamw`` under ``optax.inject_hyperparams``, so the
-learning rate and weight decay are state, set each step). Decay is decoupled and multiplied by
-the learning rate, ``p -= lr * (adam_update + wd * p)``, which is also what Keras' AdamW does.
-By default biases, norms, the absolute position embedding and relative-position tables are not
-decayed (``decay_all=True``: everything is, as in Keras).
+The optimizer recipe (AdamW as optax and Keras define it, the decay mask, the schedule, the
+config keys and their validation) is in :mod:`swinjax.optim`; its public names are re-exported
+here.
+
+Randomness: step ``s`` uses ``fold_in(state.rng, s)``, split into the augmentation and the
+dropout keys, so the stream is a pure function of the seed and the step: a resumed run draws
+bit for bit what an uninterrupted one would.
 """
 
 from __future__ import annotations
 
-import functools
-import math
+import numbers
 from typing import Any
 
 import flax.linen as nn
@@ -26,11 +30,19 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from flax import struct, traverse_util
+from flax import struct
 
-from swinjax import augment
-
-SCHEDULES = ("constant", "warmup_cosine")
+from swinjax import augment, optim
+from swinjax.optim import (  # noqa: F401  (re-exported: steps.* is the training API)
+    HPARAM_KEYS,
+    OPTIM_KEYS,
+    SCHEDULES,
+    decay_mask,
+    default_optim_config,
+    learning_rate_at,
+    make_optimizer,
+    validate_optim_config,
+)
 
 
 class TrainState(struct.PyTreeNode):
@@ -40,7 +52,7 @@ class TrainState(struct.PyTreeNode):
     params: Any
     opt_state: Any
     rng: jax.Array  # typed PRNG key; step s uses fold_in(rng, s)
-    hparams: dict[str, jax.Array]  # float32 scalars a sweep may vary
+    hparams: dict[str, jax.Array]  # float32 scalars (HPARAM_KEYS) a sweep may vary
     model: nn.Module = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
     schedule: str = struct.field(pytree_node=False, default="constant")
@@ -50,113 +62,84 @@ class TrainState(struct.PyTreeNode):
     std: tuple[float, ...] = struct.field(pytree_node=False, default=())
 
 
-def default_optim_config() -> ml_collections.ConfigDict:
-    """The Keras seed recipe's optimizer: AdamW 1e-3 / 1e-4, label smoothing 0.1, constant LR."""
-    c = ml_collections.ConfigDict()
-    c.learning_rate = 1e-3
-    c.weight_decay = 1e-4
-    c.label_smoothing = 0.1
-    c.seed = 0
-    c.schedule = "constant"  # or "warmup_cosine"
-    c.warmup_epochs = 0.0
-    c.min_lr = 0.0
-    c.grad_clip_norm = 0.0  # 0: no clipping
-    c.decay_all = False  # True: decay biases, norms and position tables too (Keras)
-    c.b1 = 0.9
-    c.b2 = 0.999
-    c.adam_eps = 1e-8
-    return c
+# ------------------------------------------------------------------------------ train state
 
 
-def validate_optim_config(c: ml_collections.ConfigDict) -> None:
-    def bad(key: str, rule: str) -> ValueError:
-        return ValueError(f"config.{key}={c[key]!r}: {rule}")
-
-    if not c.learning_rate > 0:
-        raise bad("learning_rate", "must be > 0")
-    if not c.weight_decay >= 0:
-        raise bad("weight_decay", "must be >= 0")
-    if not 0 <= c.label_smoothing < 1:
-        raise bad("label_smoothing", "must be in [0, 1)")
-    if c.schedule not in SCHEDULES:
-        raise bad("schedule", f"must be one of {SCHEDULES}")
-    if not 0 <= c.warmup_epochs <= c.num_epochs:
-        raise bad("warmup_epochs", "must be in [0, num_epochs]")
-    if not 0 <= c.min_lr <= c.learning_rate:
-        raise bad("min_lr", "must be in [0, learning_rate]")
-    if not c.grad_clip_norm >= 0:
-        raise bad("grad_clip_norm", "must be >= 0 (0: off)")
-    for key in ("b1", "b2"):
-        if not 0 <= c[key] < 1:
-            raise bad(key, "must be in [0, 1)")
-    if not c.adam_eps > 0:
-        raise bad("adam_eps", "must be > 0")
+def _image_shape(model: nn.Module) -> tuple[int, int, int]:
+    img = model.img_size if isinstance(model.img_size, tuple) else (model.img_size,) * 2
+    return (int(img[0]), int(img[1]), int(model.in_chans))
 
 
-def decay_mask(params: Any, decay_all: bool = False) -> Any:
-    """True for the leaves weight decay applies to: dense and conv kernels (or all leaves)."""
-    flat = traverse_util.flatten_dict(params)
-    return traverse_util.unflatten_dict({k: decay_all or k[-1] == "kernel" for k in flat})
+def _init_params_and_opt(
+    model: nn.Module, tx: optax.GradientTransformation, image_shape: tuple, key: jax.Array
+) -> tuple[Any, Any]:
+    params = model.init(key, jnp.zeros((1, *image_shape), jnp.float32))["params"]
+    return params, tx.init(params)
 
 
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """AdamW whose learning rate and weight decay are injected state, not constants.
-
-    Built once per distinct static recipe (betas, epsilon, clipping, decay mask rule): every
-    state of a sweep shares the same transformation object, so ``train_step`` compiles once.
-    """
-    return _optimizer(
-        float(config.b1),
-        float(config.b2),
-        float(config.adam_eps),
-        float(config.grad_clip_norm),
-        bool(config.decay_all),
-    )
-
-
-@functools.cache
-def _optimizer(
-    b1: float, b2: float, eps: float, clip: float, decay_all: bool
-) -> optax.GradientTransformation:
-    def adamw(learning_rate: float, weight_decay: float) -> optax.GradientTransformation:
-        opt = optax.adamw(
-            learning_rate,
-            b1=b1,
-            b2=b2,
-            eps=eps,
-            weight_decay=weight_decay,
-            mask=functools.partial(decay_mask, decay_all=decay_all),
-        )
-        return optax.chain(optax.clip_by_global_norm(clip), opt) if clip > 0 else opt
-
-    return optax.inject_hyperparams(adamw)(learning_rate=0.0, weight_decay=0.0)
+_init_jit = jax.jit(_init_params_and_opt, static_argnums=(0, 1, 2))
+# Initialization runs once per state: on the CPU, XLA's backend optimizations are most of its
+# compile time (6 s -> 1.7 s for tiny_test) and buy nothing.
+_init_jit_cpu = jax.jit(
+    _init_params_and_opt,
+    static_argnums=(0, 1, 2),
+    compiler_options={"xla_backend_optimization_level": 0},
+)
 
 
 def create_train_state(
-    config: ml_collections.ConfigDict, model: nn.Module, *, steps_per_epoch: int
+    config: ml_collections.ConfigDict,
+    model: nn.Module,
+    rng: jax.Array | int | None = None,
+    *,
+    steps_per_epoch: int,
 ) -> TrainState:
-    """A fresh state for ``model`` under ``config`` (shapes first, then one allocation)."""
+    """A fresh state for ``model`` under ``config``: shapes first (``jax.eval_shape``), then one
+    jitted allocation of the parameters and the optimizer state.
+
+    ``rng``: a typed PRNG key (``jax.random.key``), a raw uint32 key or an int seed; None:
+    ``config.seed``. It is split into the parameter-init key and ``state.rng``.
+    """
     validate_optim_config(config)
-    root = jax.random.key(config.seed)
-    init_key, state_key = jax.random.split(root)
-    img = model.img_size if isinstance(model.img_size, tuple) else (model.img_size,) * 2
-    dummy = jax.ShapeDtypeStruct((1, *img, model.in_chans), jnp.float32)
+    if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, numbers.Integral):
+        raise ValueError(f"steps_per_epoch must be an int >= 1, got {steps_per_epoch!r}")
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+    if rng is None:
+        rng = config.seed
+    if isinstance(rng, numbers.Integral):
+        rng = jax.random.key(int(rng))
+    elif not jax.dtypes.issubdtype(jnp.asarray(rng).dtype, jax.dtypes.prng_key):
+        rng = jax.random.wrap_key_data(jnp.asarray(rng, jnp.uint32))
+    init_key, state_key = jax.random.split(rng)
+
     tx = make_optimizer(config)
-    params = jax.jit(model.init)(init_key, jnp.zeros(dummy.shape, dummy.dtype))["params"]
+    shape = _image_shape(model)
+    init = _init_jit_cpu if jax.default_backend() == "cpu" else _init_jit
+    # Shapes first, by tracing alone: an architecture or optimizer error surfaces here, before
+    # anything is compiled or allocated. The trace is cached: the allocation reuses it.
+    init.eval_shape(model, tx, shape, init_key)
+    params, opt_state = init(model, tx, shape, init_key)
+
     hparams = {
         "learning_rate": config.learning_rate,
-        "weight_decay": config.weight_decay,
-        "label_smoothing": config.label_smoothing,
         "min_lr": config.min_lr,
         "warmup_steps": round(config.warmup_epochs * steps_per_epoch),
         "total_steps": config.num_epochs * steps_per_epoch,
+        "weight_decay": config.weight_decay,
+        "label_smoothing": config.label_smoothing,
+        "b1": config.b1,
+        "b2": config.b2,
+        "adam_eps": config.adam_eps,
+        "adam_eps_keras": float(config.adam_eps_keras),
+        "grad_clip_norm": config.grad_clip_norm,
     }
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
-        opt_state=tx.init(params),
+        opt_state=opt_state,
         rng=state_key,
-        hparams={k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()},
+        hparams={k: jnp.asarray(hparams[k], jnp.float32) for k in HPARAM_KEYS},
         model=model,
         tx=tx,
         schedule=config.schedule,
@@ -167,39 +150,43 @@ def create_train_state(
     )
 
 
-def learning_rate_at(step: jax.Array, hparams: dict[str, jax.Array], schedule: str) -> jax.Array:
-    """The learning rate of optimizer step ``step`` (0-based), from array hyperparameters."""
-    peak = hparams["learning_rate"]
-    if schedule == "constant":
-        return peak
-    s = step.astype(jnp.float32)
-    warm, total, low = hparams["warmup_steps"], hparams["total_steps"], hparams["min_lr"]
-    warmup_lr = peak * (s + 1.0) / jnp.maximum(warm, 1.0)
-    progress = jnp.clip((s - warm) / jnp.maximum(total - warm, 1.0), 0.0, 1.0)
-    cosine_lr = low + (peak - low) * 0.5 * (1.0 + jnp.cos(math.pi * progress))
-    return jnp.where(s < warm, warmup_lr, cosine_lr)
+# ------------------------------------------------------------------------- loss and metrics
 
 
-def cross_entropy(logits_BK: jax.Array, labels_B: jax.Array, smoothing: jax.Array) -> jax.Array:
-    """Per-example softmax cross-entropy against one-hot * (1 - s) + s / K targets (Keras')."""
+def cross_entropy(logits_BK: jax.Array, labels_B: jax.Array, smoothing: Any) -> jax.Array:
+    """Per-example softmax cross-entropy against ``one_hot * (1 - s) + s / K`` targets: Keras'
+    ``CategoricalCrossentropy(label_smoothing=s)``; ``s`` may be an array (traced)."""
     K = logits_BK.shape[-1]
     targets = optax.smooth_labels(jax.nn.one_hot(labels_B, K), smoothing)
-    return optax.softmax_cross_entropy(logits_BK, targets)
+    return optax.softmax_cross_entropy(logits_BK.astype(jnp.float32), targets)
 
 
 def topk_correct(logits_BK: jax.Array, labels_B: jax.Array, k: int) -> jax.Array:
-    """1.0 where the label is among the k highest logits (ties: the label's rank by count)."""
+    """1.0 where the label is among the ``min(k, K)`` highest logits, else 0.0.
+
+    Ties count in the label's favour (as ``tf.math.in_top_k``); a non-finite label logit is
+    never correct.
+    """
     k = min(k, logits_BK.shape[-1])
     label_logit = jnp.take_along_axis(logits_BK, labels_B[:, None], axis=-1)
     rank = jnp.sum(logits_BK > label_logit, axis=-1)
-    return (rank < k).astype(jnp.float32)
+    return ((rank < k) & jnp.isfinite(label_logit[:, 0])).astype(jnp.float32)
 
 
 def _inputs(state: TrainState, images: jax.Array) -> jax.Array:
+    """float32 model inputs: uint8 scaled to [0, 1], then the configured mean/std, if any."""
     return augment.normalize(images, state.mean or None, state.std or None)
 
 
+# -------------------------------------------------------------------------------- the steps
+
+
 def _train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
+    """One AdamW step on ``batch = {"image": uint8 or [0, 1] float [B, H, W, C], "label": [B]}``.
+
+    The batch is augmented here, on the device (``state.augment_mode``); metrics are float32
+    scalars: ``loss``, ``top1``, ``top5``, ``learning_rate`` and ``grad_norm`` (before clipping).
+    """
     step_key = jax.random.fold_in(state.rng, state.step)
     aug_key, dropout_key = jax.random.split(step_key)
     images = augment.augment(aug_key, batch["image"], state.augment_mode, state.crop_padding)
@@ -212,38 +199,49 @@ def _train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainSt
         return loss, logits
 
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    lr = learning_rate_at(state.step, state.hparams, state.schedule)
-    opt_state = state.opt_state
-    hyper = dict(
-        opt_state.hyperparams, learning_rate=lr, weight_decay=state.hparams["weight_decay"]
+    grad_norm = optax.tree.norm(grads)
+    grads = optim.clip_by_global_norm(grads, grad_norm, state.hparams["grad_clip_norm"])
+    lr = optim.learning_rate_at(state.step, state.hparams, state.schedule)
+    updates, opt_state = optim.adamw_update(
+        state.tx,
+        state.opt_state,
+        state.params,
+        grads,
+        step=state.step,
+        learning_rate=lr,
+        hparams=state.hparams,
     )
-    opt_state = opt_state._replace(hyperparams=hyper)
-    updates, opt_state = state.tx.update(grads, opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {
         "loss": loss,
         "top1": topk_correct(logits, labels, 1).mean(),
         "top5": topk_correct(logits, labels, 5).mean(),
         "learning_rate": lr,
-        "grad_norm": optax.tree.norm(grads),
+        "grad_norm": grad_norm,
     }
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-    return new_state, metrics
+    return new_state, jax.tree.map(lambda m: m.astype(jnp.float32), metrics)
 
 
 train_step = jax.jit(_train_step, donate_argnums=0)
 
 
 def _eval_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-    """Sums over the real rows (``mask`` = 1) of a padded batch, and their ``count``."""
+    """SUMS over the real rows (``mask`` = 1; no mask: all rows) of ``loss`` (with the training
+    label smoothing, as Keras reports it), ``top1``, ``top5``, and their ``count``: add them up
+    over batches and divide once, exact whatever the padding."""
     logits = state.model.apply({"params": state.params}, _inputs(state, batch["image"]))
     labels = batch["label"]
-    mask = batch.get("mask", jnp.ones(labels.shape, jnp.float32))
-    loss = cross_entropy(logits, labels, state.hparams["label_smoothing"])
+    mask = batch.get("mask", jnp.ones(labels.shape, jnp.float32)).astype(jnp.float32)
+    real = mask > 0
+
+    def total(per_example: jax.Array) -> jax.Array:
+        return jnp.sum(jnp.where(real, per_example * mask, 0.0))  # padding's NaN stays out
+
     return {
-        "loss": jnp.sum(loss * mask),
-        "top1": jnp.sum(topk_correct(logits, labels, 1) * mask),
-        "top5": jnp.sum(topk_correct(logits, labels, 5) * mask),
+        "loss": total(cross_entropy(logits, labels, state.hparams["label_smoothing"])),
+        "top1": total(topk_correct(logits, labels, 1)),
+        "top5": total(topk_correct(logits, labels, 5)),
         "count": jnp.sum(mask),
     }
 
@@ -259,7 +257,7 @@ def predict(state: TrainState, images: jax.Array) -> jax.Array:
 
 def check_finite(metrics: dict[str, Any], step: int) -> None:
     """Raises FloatingPointError naming the step if a fetched metric is NaN or infinite."""
-    bad = {k: float(v) for k, v in metrics.items() if not np.all(np.isfinite(np.asarray(v)))}
+    bad = {k: np.asarray(v).tolist() for k, v in metrics.items() if not np.all(np.isfinite(v))}
     if bad:
         raise FloatingPointError(
             f"non-finite metrics at step {step}: {bad}; training stopped, no checkpoint written "

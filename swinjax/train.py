@@ -27,10 +27,13 @@ from tqdm import tqdm
 from swinjax import checkpoint, data, evaluation, plots, steps
 from swinjax.config import build_model, check_resumable, validate_config
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "experiment config file", lock_config=True
-)
-_WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints, logs and plots")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """Command-line flags, defined only when run as a program (modules stay importable together)."""
+    config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
+    flags.DEFINE_string("workdir", None, "directory for checkpoints, logs and plots")
 
 
 class _StopRequest:
@@ -223,11 +226,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if _WORKDIR.value is None or _CONFIG.value is None:
+    if FLAGS.workdir is None or FLAGS.config is None:
         raise app.UsageError("both --config and --workdir are required")
     logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
     try:
-        result = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
     except (ValueError, FileNotFoundError, checkpoint.CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -238,4 +241,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Tests run tiny models: LLVM's optimisation passes cost more compile time than they save.
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
 import ml_collections  # noqa: E402
 import pytest  # noqa: E402

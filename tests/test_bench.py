@@ -1,0 +1,27 @@
+"""The benchmark runs end to end on a tiny config and reports every figure (no timing asserts)."""
+
+from __future__ import annotations
+
+from swinjax import bench
+from tests.conftest import make_tiny_config
+
+
+def test_bench_reports_all_figures() -> None:
+    result = bench.run(make_tiny_config(), batch_size=32, n_steps=2, warmup=1, epoch_steps=3)
+    for key in (
+        "train_images_per_s",
+        "eval_images_per_s",
+        "pipeline_images_per_s",
+        "epoch_images_per_s",
+        "compile_s",
+        "step_gflops",
+    ):
+        assert result[key] > 0, key
+    assert result["device"].startswith("cpu") and result["batch_size"] == 32
+
+
+def test_bench_stands_in_synthetic_data_for_a_missing_dataset(tmp_path) -> None:
+    config = make_tiny_config(dataset="cifar100", data_dir=str(tmp_path))
+    result = bench.run(config, batch_size=32, n_steps=1, warmup=1, epoch_steps=2)
+    assert "synthetic stand-in (cifar100 is not prepared here)" == result["data"]
+    assert result["train_images_per_s"] > 0
