@@ -86,8 +86,24 @@ class MetricWriter:
         self.tb.close()
 
 
-def _mean_metrics(sums: dict[str, float], count: int) -> dict[str, float]:
-    return {k: v / max(count, 1) for k, v in sums.items()}
+class _EpochMetrics:
+    """Running sums of one epoch's step metrics, fetched one step late."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, pending: dict[str, jax.Array], step: int) -> dict[str, float]:
+        """Fetches step ``step``'s metrics (stopping on NaN/Inf) and adds them up."""
+        fetched = {k: float(v) for k, v in jax.device_get(pending).items()}
+        steps.check_finite(fetched, step)
+        for k, v in fetched.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.count += 1
+        return fetched
+
+    def means(self) -> dict[str, float]:
+        return {k: v / max(self.count, 1) for k, v in self.sums.items()}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
@@ -136,8 +152,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 dynamic_ncols=True,
                 disable=not config.progress_bar,
             )
-            sums: dict[str, float] = {}
-            count, pending, t0, seen = 0, None, time.perf_counter(), 0
+            meter = _EpochMetrics()
+            pending, t0 = None, time.perf_counter()
             batches = data.train_batches(
                 train_split, config.batch_size, config.seed, epoch, start_step=epoch_step
             )
@@ -146,12 +162,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 step += 1
                 epoch_step += 1
                 if pending is not None:  # one step late: the device is already on this step
-                    fetched = jax.device_get(pending)
-                    steps.check_finite(fetched, step - 1)
-                    for k, v in fetched.items():
-                        sums[k] = sums.get(k, 0.0) + float(v)
-                    count += 1
-                    seen += config.batch_size
+                    fetched = meter.add(pending, step - 1)
+                    seen = meter.count * config.batch_size
                     if (step - 1) % config.log_every_steps == 0:
                         writer.write(step - 1, "train_step", fetched)
                     bar.set_postfix(
@@ -168,17 +180,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                     stopped_by = stopped_by or ("max_steps" if config.max_steps > 0 else None)
                     break
             if pending is not None:
-                fetched = jax.device_get(pending)
-                steps.check_finite(fetched, step)
-                for k, v in fetched.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
-                count += 1
+                meter.add(pending, step)
             bar.close()
             if epoch_step < steps_per_epoch:  # interrupted mid-epoch: save the position
                 save()
                 break
             seconds = time.perf_counter() - t0
-            train_means = _mean_metrics(sums, count)
+            train_means = meter.means()
             epoch, epoch_step = epoch + 1, 0
             record = {f"train_{k}": v for k, v in train_means.items() if k != "learning_rate"}
             record["epoch_seconds"] = seconds
