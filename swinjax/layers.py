@@ -15,7 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from swinjax import windows
+from swinjax import attention, windows
+from swinjax.dropout import Dropout, bernoulli, dropout_scale
+from swinjax.linear import Dense, tokens_2d
 from swinjax.windows import Pair
 
 Dtype = Any
@@ -29,6 +31,37 @@ def dense_init(weight_init: str) -> nn.initializers.Initializer:
     if weight_init == "keras":
         return nn.initializers.glorot_uniform()
     return nn.initializers.truncated_normal(stddev=0.02)
+
+
+@jax.custom_vjp
+def gelu(x: jnp.ndarray) -> jnp.ndarray:
+    """Exact (erf) GELU, 0.5 x (1 + erf(x / sqrt 2)) as PyTorch and Keras write it, whose
+    backward pass recomputes Phi(x) and phi(x) from x.
+
+    Autodiff of ``nn.gelu(x, approximate=False)`` keeps erf and exp intermediates of the full
+    MLP width alive from the forward to the backward pass; here the forward is one fused pass
+    that writes only the output, and the backward one fused pass over x and the incoming gradient.
+    """
+    return _gelu(x)
+
+
+def _gelu(x: jnp.ndarray) -> jnp.ndarray:
+    x32 = x.astype(jnp.float32)
+    return (0.5 * x32 * (1.0 + jax.lax.erf(x32 * np.float32(np.sqrt(0.5))))).astype(x.dtype)
+
+
+def _gelu_fwd(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    return _gelu(x), x
+
+
+def _gelu_bwd(x: jnp.ndarray, g: jnp.ndarray) -> tuple[jnp.ndarray]:
+    x32 = x.astype(jnp.float32)
+    cdf = 0.5 * (1.0 + jax.lax.erf(x32 * np.float32(np.sqrt(0.5))))
+    pdf = jnp.exp(-0.5 * x32 * x32) * np.float32(1.0 / np.sqrt(2.0 * np.pi))
+    return ((g.astype(jnp.float32) * (cdf + x32 * pdf)).astype(x.dtype),)
+
+
+gelu.defvjp(_gelu_fwd, _gelu_bwd)
 
 
 def layer_norm(name: str, dtype: Dtype, param_dtype: Dtype) -> nn.LayerNorm:
@@ -53,12 +86,12 @@ class DropPath(nn.Module):
             return x
         keep = 1.0 - self.rate
         shape = (x.shape[0],) + (1,) * (x.ndim - 1) if self.mode == "sample" else x.shape
-        kept = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
+        kept = bernoulli(self.make_rng("dropout"), keep, shape)
         return jnp.where(kept, x / jnp.asarray(keep, x.dtype), jnp.zeros((), x.dtype))
 
 
 class Mlp(nn.Module):
-    """fc1 -> exact GELU -> dropout -> fc2 -> dropout."""
+    """fc1 -> exact GELU -> dropout -> fc2 -> dropout, on (tokens, C) rows."""
 
     hidden_dim: int
     drop: float = 0.0
@@ -71,12 +104,13 @@ class Mlp(nn.Module):
         dense = dict(
             kernel_init=dense_init(self.weight_init), dtype=self.dtype, param_dtype=self.param_dtype
         )
-        out_dim = x.shape[-1]
-        x = nn.Dense(self.hidden_dim, name="fc1", **dense)(x)
-        x = nn.gelu(x, approximate=False)
-        x = nn.Dropout(self.drop)(x, deterministic=deterministic)
-        x = nn.Dense(out_dim, name="fc2", **dense)(x)
-        return nn.Dropout(self.drop)(x, deterministic=deterministic)
+        shape = x.shape
+        x = tokens_2d(x)
+        x = Dense(self.hidden_dim, name="fc1", **dense)(x)
+        x = gelu(x)
+        x = Dropout(self.drop)(x, deterministic=deterministic)
+        x = Dense(shape[-1], name="fc2", **dense)(x)
+        return Dropout(self.drop)(x, deterministic=deterministic).reshape(shape)
 
 
 class WindowAttention(nn.Module):
@@ -94,6 +128,8 @@ class WindowAttention(nn.Module):
     weight_init: str = "timm"
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    # Windows of at most this many tokens use attention.small_window_attention (same math).
+    elementwise_max_tokens: int = 16
 
     @nn.compact
     def __call__(
@@ -118,25 +154,27 @@ class WindowAttention(nn.Module):
             kernel_init=dense_init(self.weight_init), dtype=self.dtype, param_dtype=self.param_dtype
         )
 
-        qkv = nn.Dense(3 * C, use_bias=self.qkv_bias, name="qkv", **dense)(x_BwNC)
+        qkv = Dense(3 * C, use_bias=self.qkv_bias, name="qkv", **dense)(tokens_2d(x_BwNC))
         qkv = qkv.reshape(Bw, N, 3, heads, head_dim)
         q_BwNHD, k_BwNHD, v_BwNHD = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         q_BwNHD = q_BwNHD * jnp.asarray(head_dim**-0.5, q_BwNHD.dtype)
-        logits = jnp.einsum("bnhd,bmhd->bhnm", q_BwNHD, k_BwNHD).astype(jnp.float32)
-
         index_NN = windows.relative_position_index(self.window)
-        bias_HNN = jnp.take(table_TH, index_NN.reshape(-1), axis=0).reshape(N, N, heads)
-        logits = logits + bias_HNN.transpose(2, 0, 1).astype(jnp.float32)
+        bias_NNH = jnp.take(table_TH, index_NN.reshape(-1), axis=0).reshape(N, N, heads)
+        add_wNNH = bias_NNH.astype(jnp.float32)[None]
         if mask_wNN is not None:
-            nW = mask_wNN.shape[0]
-            logits = logits.reshape(Bw // nW, nW, heads, N, N) + mask_wNN[None, :, None]
-            logits = logits.reshape(Bw, heads, N, N)
-        attn = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-        attn = nn.Dropout(self.attn_drop)(attn, deterministic=deterministic)
-
-        out = jnp.einsum("bhnm,bmhd->bnhd", attn, v_BwNHD).reshape(Bw, N, C)
-        out = nn.Dense(C, name="proj", **dense)(out)
-        return nn.Dropout(self.proj_drop)(out, deterministic=deterministic)
+            add_wNNH = add_wNNH + mask_wNN[..., None]
+        scale_BwNNH = None
+        if not deterministic and self.attn_drop > 0.0:
+            scale_BwNNH = dropout_scale(self.make_rng("dropout"), self.attn_drop, (Bw, N, N, heads))
+        attend = (
+            attention.small_window_attention
+            if N <= self.elementwise_max_tokens
+            else attention.matmul_attention
+        )
+        out = attend(q_BwNHD, k_BwNHD, v_BwNHD, add_wNNH, scale_BwNNH)
+        out = out.reshape(Bw * N, C)
+        out = Dense(C, name="proj", **dense)(out)
+        return Dropout(self.proj_drop)(out, deterministic=deterministic).reshape(Bw, N, C)
 
 
 class SwinBlock(nn.Module):
@@ -217,14 +255,15 @@ class PatchMerging(nn.Module):
         x = x.transpose(0, 1, 3, 4, 2, 5).reshape(B, H // 2, W // 2, 4 * C)
         if self.norm:
             x = layer_norm("norm", self.dtype, self.param_dtype)(x)
-        return nn.Dense(
+        y = Dense(
             self.out_dim,
             use_bias=False,
             kernel_init=dense_init(self.weight_init),
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="reduction",
-        )(x)
+        )(tokens_2d(x))
+        return y.reshape(B, H // 2, W // 2, self.out_dim)
 
 
 class PatchEmbed(nn.Module):

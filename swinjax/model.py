@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from swinjax import windows
+from swinjax.dropout import Dropout
 from swinjax.layers import (
     DROP_PATH_MODES,
     WEIGHT_INITS,
@@ -29,6 +30,7 @@ from swinjax.layers import (
     dense_init,
     layer_norm,
 )
+from swinjax.linear import Dense
 from swinjax.windows import Pair
 
 
@@ -203,7 +205,7 @@ class SwinTransformer(nn.Module):
             pos = self.param("absolute_pos_embed", init, (1, H * W, C), self.param_dtype)
             x = x + pos.reshape(1, H, W, C).astype(self.dtype)
         pos_drop = self.drop_rate if self.pos_drop_rate is None else self.pos_drop_rate
-        x = nn.Dropout(pos_drop)(x, deterministic=deterministic)
+        x = Dropout(pos_drop)(x, deterministic=deterministic)
 
         for i, s in enumerate(specs):
             x = SwinStage(
@@ -245,7 +247,7 @@ class ClassifierHead(nn.Module):
         pooled_BC = jnp.mean(x_BHWC.astype(jnp.float32), axis=(1, 2))
         if self.num_classes == 0:
             return pooled_BC
-        logits = nn.Dense(
+        logits = Dense(
             self.num_classes,
             kernel_init=dense_init(self.weight_init),
             dtype=self.dtype,
