@@ -56,7 +56,9 @@ def _gelu_fwd(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
 
 def _gelu_bwd(x: jnp.ndarray, g: jnp.ndarray) -> tuple[jnp.ndarray]:
     x32 = x.astype(jnp.float32)
-    cdf = 0.5 * (1.0 + jax.lax.erf(x32 * np.float32(np.sqrt(0.5))))
+    # erf is odd: written on -x, XLA does not merge it with the forward's erf(x), which would
+    # keep a full-width erf array alive from the forward to the backward pass.
+    cdf = 0.5 * (1.0 - jax.lax.erf(-x32 * np.float32(np.sqrt(0.5))))
     pdf = jnp.exp(-0.5 * x32 * x32) * np.float32(1.0 / np.sqrt(2.0 * np.pi))
     return ((g.astype(jnp.float32) * (cdf + x32 * pdf)).astype(x.dtype),)
 

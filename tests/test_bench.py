@@ -15,6 +15,9 @@ def test_bench_reports_all_figures() -> None:
         "epoch_images_per_s",
         "compile_s",
         "step_gflops",
+        "val_images_per_s",
+        "epoch_with_validation_s",
+        "epoch_with_validation_over_step_time",
     ):
         assert result[key] > 0, key
     assert result["device"].startswith("cpu") and result["batch_size"] == 32
@@ -25,3 +28,19 @@ def test_bench_stands_in_synthetic_data_for_a_missing_dataset(tmp_path) -> None:
     result = bench.run(config, batch_size=32, n_steps=1, warmup=1, epoch_steps=2)
     assert "synthetic stand-in (cifar100 is not prepared here)" == result["data"]
     assert result["train_images_per_s"] > 0
+
+
+def test_bench_profile_attributes_time_to_modules() -> None:
+    result = bench.run(
+        make_tiny_config(), batch_size=32, n_steps=1, warmup=1, epoch_steps=2, profile=True
+    )
+    prof = result["profile"]
+    assert prof["ops_ms_per_step"] > 0
+    modules = {(r["phase"], r["module"]) for r in prof["by_module"]}
+    # The tiny model's MLPs and attention appear, in both passes.
+    assert any(p == "fwd" and "mlp" in m for p, m in modules), modules
+    assert any(p == "bwd" and "attn" in m for p, m in modules), modules
+    assert abs(sum(r["ms"] for r in prof["by_module"]) - prof["ops_ms_per_step"]) < 0.1 * len(
+        modules
+    )
+    assert "mlp" in bench.profiling.format_profile(prof)
