@@ -8,7 +8,7 @@ WORKDIR ?= workdirs/$(basename $(notdir $(CONFIG)))
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test lint train eval demo bench golden clean presets
+.PHONY: install test lint train eval demo bench golden clean presets sweep
 
 install: $(STAMP)
 
@@ -31,6 +31,13 @@ presets: install
 
 train: install
 	$(PY) -m swinjax.train --config $(CONFIG) --workdir $(WORKDIR) $(ARGS)
+
+# A hyperparameter sweep: make sweep [CONFIG=experiments/SWEEP.py] [WORKDIR=...] [ARGS=...];
+# without CONFIG, the one-minute offline demo (experiments/sweep_demo.py -> workdirs/sweep_demo).
+SWEEP_CONFIG  := $(if $(filter file,$(origin CONFIG)),experiments/sweep_demo.py,$(CONFIG))
+SWEEP_WORKDIR := $(if $(filter file,$(origin WORKDIR)),workdirs/$(basename $(notdir $(SWEEP_CONFIG))),$(WORKDIR))
+sweep: install
+	$(PY) -m swinjax.sweep --config $(SWEEP_CONFIG) --workdir $(SWEEP_WORKDIR) $(ARGS)
 
 # Scores a workdir's latest checkpoint: make eval CKPT=workdirs/keras_example [ARGS=--best]
 CKPT ?= $(WORKDIR)

@@ -8,7 +8,11 @@ Measures, for the config's model and batch size:
 - ``pipeline_images_per_s``: the host input pipeline alone (epoch order, batch gather, transfer);
 - ``epoch_images_per_s``: the training loop as ``train.py`` runs it (pipeline, prefetch, metrics
   fetched one step late) over ``--epoch_steps`` steps, and its ratio to the pure step time;
-- peak memory, and on an accelerator the model FLOPs utilisation from XLA's cost analysis.
+- ``epoch_with_validation_s``: a whole epoch, that loop's time per step times the epoch's steps
+  plus one measured pass over the validation split, and its ratio to the pure step time;
+- peak memory, and on an accelerator the model FLOPs utilisation from XLA's cost analysis;
+- with ``--profile``, where a train step's time goes, by XLA op and by model module
+  (:mod:`swinjax.profile`).
 
 The input pipeline reads the configured dataset; where it is not prepared (CIFAR-100 on an offline
 machine), a synthetic dataset of the same image shape and class count stands in, and the output
@@ -28,7 +32,8 @@ import jax.numpy as jnp
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from swinjax import data, steps
+from swinjax import data, evaluation, parallel, steps
+from swinjax import profile as profiling
 from swinjax.config import build_model, validate_config
 
 FLAGS = flags.FLAGS
@@ -42,6 +47,9 @@ def define_flags() -> None:
     flags.DEFINE_integer("warmup", 3, "untimed steps after compilation")
     flags.DEFINE_integer("epoch_steps", 60, "steps of the full-loop measurement")
     flags.DEFINE_bool("json", False, "print one JSON object as the last line")
+    flags.DEFINE_bool(
+        "profile", False, "also trace train steps and print where the time goes (XLA op, module)"
+    )
 
 
 # Dense bf16 peak FLOP/s by device kind (datasheets), for model FLOPs utilisation.
@@ -84,6 +92,15 @@ def _train_split(config: Any) -> tuple[data.Split, str]:
         return data.load_split(stand_in, "train"), note
 
 
+def _val_split(config: Any, train: data.Split) -> data.Split:
+    """The config's validation split; for a synthetic stand-in (or no validation split), the
+    first 10% of the training split, the size the default 90/10 split would give."""
+    if config.get("val_split") and not train.name.startswith(data.SYNTHETIC):
+        return data.load_split(config, config.val_split)
+    n = max(1, train.num_examples // 10)
+    return data.Split(train.images[:n], train.labels[:n], f"{train.name}[:{n}]", train.num_classes)
+
+
 def _timed(fn: Any, n: int) -> float:
     start = time.perf_counter()
     out = None
@@ -94,7 +111,12 @@ def _timed(fn: Any, n: int) -> float:
 
 
 def run(
-    config: Any, batch_size: int = 0, n_steps: int = 20, warmup: int = 3, epoch_steps: int = 60
+    config: Any,
+    batch_size: int = 0,
+    n_steps: int = 20,
+    warmup: int = 3,
+    epoch_steps: int = 60,
+    profile: bool = False,
 ) -> dict[str, Any]:
     if batch_size:
         config.batch_size = batch_size
@@ -102,10 +124,14 @@ def run(
     bs = config.batch_size
     split, source = _train_split(config)
     model = build_model(config, split)
+    mesh = parallel.make_mesh()  # data parallel over every device, as train.py runs
+    parallel.check_batch_size(bs, mesh.size)
     state = steps.create_train_state(
         config, model, steps_per_epoch=max(1, split.num_examples // bs)
     )
-    batch = jax.device_put(next(data.train_batches(split, bs, config.seed, 0)))
+    state = parallel.replicate(state, mesh)
+    batch = parallel.put_batch(next(data.train_batches(split, bs, config.seed, 0)), mesh)
+    sharding = parallel.batch_sharding(mesh)
 
     t0 = time.perf_counter()
     compiled = steps.train_step.lower(state, batch).compile()
@@ -130,7 +156,8 @@ def run(
     n_pipe = min(data.steps_per_epoch(split.num_examples, bs), max(n_steps * 5, 50))
     t0 = time.perf_counter()
     last = None
-    for i, b in enumerate(data.prefetch_to_device(data.train_batches(split, bs, config.seed, 1))):
+    pipeline = data.prefetch_to_device(data.train_batches(split, bs, config.seed, 1), 2, sharding)
+    for i, b in enumerate(pipeline):
         last = b
         if i + 1 >= n_pipe:
             break
@@ -142,7 +169,8 @@ def run(
     state = holder["state"]
     pending = None
     t0 = time.perf_counter()
-    for i, b in enumerate(data.prefetch_to_device(data.train_batches(split, bs, config.seed, 2))):
+    loop = data.prefetch_to_device(data.train_batches(split, bs, config.seed, 2), 2, sharding)
+    for i, b in enumerate(loop):
         state, metrics = steps.train_step(state, b)
         if pending is not None:
             steps.check_finite(jax.device_get(pending), i)
@@ -151,6 +179,16 @@ def run(
             break
     jax.device_get(pending)
     loop_s = time.perf_counter() - t0
+
+    # Validation as train.py runs it after each epoch (compiled here, timed on a second pass).
+    val_split = _val_split(config, split)
+    evaluation.evaluate(state, val_split, bs, mesh)
+    t0 = time.perf_counter()
+    evaluation.evaluate(state, val_split, bs, mesh)
+    val_s = time.perf_counter() - t0
+    steps_per_epoch = data.steps_per_epoch(split.num_examples, bs)
+    step_s = train_s / n_steps
+    epoch_s = loop_s / n_epoch * steps_per_epoch + val_s
 
     device = jax.devices()[0]
     train_ips = n_steps * bs / train_s
@@ -165,7 +203,10 @@ def run(
         "eval_images_per_s": round(n_steps * bs / eval_s, 1),
         "pipeline_images_per_s": round(n_pipe * bs / pipeline_s, 1),
         "epoch_images_per_s": round(n_epoch * bs / loop_s, 1),
-        "epoch_over_step_time": round((loop_s / n_epoch) / (train_s / n_steps), 3),
+        "epoch_over_step_time": round((loop_s / n_epoch) / step_s, 3),
+        "val_images_per_s": round(val_split.num_examples / val_s, 1),
+        "epoch_with_validation_s": round(epoch_s, 1),
+        "epoch_with_validation_over_step_time": round(epoch_s / (steps_per_epoch * step_s), 3),
         "step_gflops": round(step_flops / 1e9, 3),
         "data": source,
     }
@@ -178,6 +219,10 @@ def run(
     peak = _peak_flops(device)
     if peak and step_flops:
         result["mfu"] = round(step_flops * n_steps / train_s / jax.device_count() / peak, 4)
+    if profile:
+        result["profile"] = profiling.profile_step(
+            steps.train_step, compiled.as_text(), (state, batch)
+        )
     return result
 
 
@@ -188,13 +233,23 @@ def main(argv: list[str]) -> None:
         raise app.UsageError("--config is required")
     logging.set_verbosity(logging.WARNING)
     try:
-        result = run(FLAGS.config, FLAGS.batch_size, FLAGS.steps, FLAGS.warmup, FLAGS.epoch_steps)
+        result = run(
+            FLAGS.config,
+            FLAGS.batch_size,
+            FLAGS.steps,
+            FLAGS.warmup,
+            FLAGS.epoch_steps,
+            FLAGS.profile,
+        )
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    if "profile" in result:
+        print(profiling.format_profile(result["profile"]), end="\n\n")
     if not FLAGS.json:
         for k, v in result.items():
-            print(f"{k:>24}: {v}")
+            if k != "profile":
+                print(f"{k:>24}: {v}")
     print(json.dumps(result) if FLAGS.json else "", flush=True)
 
 

@@ -29,6 +29,7 @@ RESUMABLE_KEYS = frozenset(
         "keep_checkpoints",
         "num_sample_images",
         "eval_batch_size",
+        "distributed",
     }
 )
 
@@ -52,6 +53,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.checkpoint_every_epochs = 1
     config.keep_checkpoints = 2  # the latest N, plus the best by validation top-1
     config.num_sample_images = 18
+    # True: jax.distributed.initialize() first, for a multi-host run (one process per host; see
+    # swinjax.parallel). Single host: False; all local devices are used either way.
+    config.distributed = False
     return config
 
 
@@ -74,6 +78,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.max_steps must be >= 0 (0: no limit), got {config.max_steps}")
     if config.augment not in augment.MODES:
         raise ValueError(f"config.augment={config.augment!r} is not one of {augment.MODES}")
+    if not isinstance(config.get("distributed", False), bool):
+        raise ValueError(f"config.distributed must be True or False, got {config.distributed!r}")
     if config.dtype not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"config.dtype={config.dtype!r}: use float32 or bfloat16")
     steps.validate_optim_config(config)

@@ -28,6 +28,8 @@ import jax
 import ml_collections
 import numpy as np
 
+from swinjax import parallel
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow (under tfds) is chatty
 
 SYNTHETIC = "synthetic"
@@ -335,38 +337,58 @@ def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def train_batches(
-    split: Split, batch_size: int, seed: int, epoch: int, start_step: int = 0
+    split: Split,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    start_step: int = 0,
+    *,
+    process_index: int = 0,
+    process_count: int = 1,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Shuffled full batches ``{"image": uint8 [B,H,W,C], "label": int32 [B]}`` of ``epoch``,
-    from batch ``start_step`` on (resume); the last partial batch is dropped."""
+    from batch ``start_step`` on (resume); the last partial batch is dropped.
+
+    ``batch_size`` is the global batch. With ``process_count`` > 1 (multi-host) each process
+    gets only its block of ``batch_size // process_count`` rows of every batch: the processes'
+    blocks are disjoint and together make up the global batch.
+    """
     num_steps = steps_per_epoch(split.num_examples, batch_size)
     if not 0 <= start_step <= num_steps:
         raise ValueError(f"start_step {start_step} is outside the epoch's {num_steps} steps")
+    rows = parallel.process_rows(batch_size, process_index, process_count)
     order_N = epoch_permutation(split.num_examples, seed, epoch)
     for step in range(start_step, num_steps):
-        idx_B = order_N[step * batch_size : (step + 1) * batch_size]
+        idx_B = order_N[step * batch_size :][rows]
         yield {"image": split.images_NHWC[idx_B], "label": split.labels_N[idx_B]}
 
 
-def eval_batches(split: Split, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+def eval_batches(
+    split: Split, batch_size: int, *, process_index: int = 0, process_count: int = 1
+) -> Iterator[dict[str, np.ndarray]]:
     """Every example exactly once, in order, as ``{"image", "label", "mask": float32 [B]}``.
 
     All batches have ``batch_size`` rows (one compiled shape); the last is padded with zero
-    images and label 0, and ``mask`` is 1.0 for real rows, 0.0 for padding.
+    images and label 0, and ``mask`` is 1.0 for real rows, 0.0 for padding. With
+    ``process_count`` > 1 each process gets its block of every (padded) global batch, as in
+    :func:`train_batches`; every process yields the same number of batches.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    rows = parallel.process_rows(batch_size, process_index, process_count)
+    local = rows.stop - rows.start
     n = split.num_examples
-    for start in range(0, n, batch_size):
-        real = min(batch_size, n - start)
-        pad = batch_size - real
+    for batch_start in range(0, n, batch_size):
+        start = min(batch_start + rows.start, n)
+        real = min(local, n - start)
+        pad = local - real
         images_BHWC = split.images_NHWC[start : start + real]
         yield {
             "image": np.pad(images_BHWC, ((0, pad), (0, 0), (0, 0), (0, 0)))
             if pad
             else images_BHWC,
             "label": np.pad(split.labels_N[start : start + real], (0, pad)),
-            "mask": (np.arange(batch_size) < real).astype(np.float32),
+            "mask": (np.arange(local) < real).astype(np.float32),
         }
 
 
@@ -375,10 +397,13 @@ def prefetch_to_device(
 ) -> Iterator[Any]:
     """Yields ``batches`` already put on the device, ``size`` of them ahead.
 
-    A background thread assembles the next batches and starts their transfers with
-    ``jax.device_put(batch, sharding)`` (``sharding=None``: the default device), so the device
-    never waits on the host. Order is kept; an exception in ``batches`` is re-raised here.
-    Closing this generator early (``break``) stops the thread and closes ``batches``.
+    A background thread assembles the next batches and starts their transfers, so the device
+    never waits on the host. ``sharding=None``: to the default device. With a sharding (e.g.
+    ``parallel.batch_sharding(mesh)``, the batch axis split across the devices) each batch is
+    this process's rows of a global batch, made into global arrays by
+    ``jax.make_array_from_process_local_data`` (on one process: ``jax.device_put``). Order is
+    kept; an exception in ``batches`` is re-raised here. Closing this generator early
+    (``break``) stops the thread and closes ``batches``.
     """
     if size < 1:
         raise ValueError(f"prefetch size must be >= 1, got {size}")
@@ -391,7 +416,12 @@ def prefetch_to_device(
             for batch in batches:
                 if stop.is_set():
                     break
-                ready.put((jax.device_put(batch, sharding), None))
+                on_device = (
+                    jax.device_put(batch)
+                    if sharding is None
+                    else jax.make_array_from_process_local_data(sharding, batch)
+                )
+                ready.put((on_device, None))
                 if stop.is_set():
                     break
             else:

@@ -7,18 +7,29 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
-from swinjax import data, steps
+from swinjax import data, parallel, steps
 
 
-def evaluate(state: Any, split: data.Split, batch_size: int) -> dict[str, float]:
+def evaluate(
+    state: Any, split: data.Split, batch_size: int, mesh: Mesh | None = None
+) -> dict[str, float]:
     """Mean loss, top-1 and top-5 over all of ``split``, plus ``num_examples``.
 
-    ``steps.eval_step`` returns per-batch sums over the real (mask = 1) rows; they are added up on
-    the device and fetched once, at the end.
+    Data parallel over ``mesh`` (default: every device): the state is replicated, each batch
+    split across the devices, ``batch_size`` rounded up to a multiple of the device count (the
+    extra rows are padding, masked out). ``steps.eval_step`` returns per-batch sums over the real
+    (mask = 1) rows; they are added up on the device and fetched once, at the end.
     """
+    mesh = parallel.make_mesh() if mesh is None else mesh
+    state = parallel.replicate(state, mesh)
+    batch_size = parallel.padded_batch_size(batch_size, mesh.size)
+    batches = data.eval_batches(
+        split, batch_size, process_index=jax.process_index(), process_count=jax.process_count()
+    )
     totals = None
-    for batch in data.prefetch_to_device(data.eval_batches(split, batch_size), size=2):
+    for batch in data.prefetch_to_device(batches, size=2, sharding=parallel.batch_sharding(mesh)):
         sums = steps.eval_step(state, batch)
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     if totals is None:

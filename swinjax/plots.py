@@ -1,4 +1,5 @@
-"""Figures written at the end of training: the per-epoch history and a grid of test predictions."""
+"""Figures: the per-epoch history and a grid of test predictions (training), validation
+accuracy against each swept value (sweeps)."""
 
 from __future__ import annotations
 
@@ -65,6 +66,45 @@ def plot_predictions(
         ax.set_title(
             f"{label(true)} / {label(pred)}", fontsize=7, color="green" if true == pred else "red"
         )
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_sweep(results: Sequence[dict], keys: Sequence[str], path: str | Path) -> Path:
+    """Best validation top-1 of each sweep point against each swept value (one panel a key).
+
+    ``results``: ``results.jsonl`` records (``point``, ``best_val_top1``); points without a
+    score (diverged in the first epoch) are drawn as crosses at 0. Numeric values spanning a
+    factor of 10 or more (all positive) get a log axis; other values are categories.
+    """
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.6), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        values = [r["point"][key] for r in results]
+        scores = [r.get("best_val_top1") for r in results]
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        if numeric:
+            x = np.asarray(values, np.float64)
+            if x.min() > 0 and x.max() >= 10 * x.min():
+                ax.set_xscale("log")
+        else:
+            labels = sorted({str(v) for v in values})
+            x = np.asarray([labels.index(str(v)) for v in values], np.float64)
+            ax.set_xticks(range(len(labels)), labels, rotation=30, fontsize=8)
+        ok = np.asarray([s is not None for s in scores])
+        y = np.asarray([100.0 * s if s is not None else 0.0 for s in scores])
+        if len(keys) == 1 and ok.sum() > 1:  # one swept key: join the points in order
+            order = np.argsort(x[ok])
+            ax.plot(x[ok][order], y[ok][order], "-", color="C0", alpha=0.5)
+        ax.plot(x[ok], y[ok], "o", color="C0", label="best val top-1")
+        if (~ok).any():
+            ax.plot(x[~ok], y[~ok], "x", color="C3", label="diverged")
+        ax.set_xlabel(key)
+        ax.set_ylabel("validation top-1 (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)

@@ -6,7 +6,9 @@ and randomness continue as if the run had never stopped. SIGTERM/SIGINT save a c
 exit cleanly.
 
 The loop is thin: the jitted, module-level ``steps.train_step`` / ``steps.eval_step`` do the
-work; metrics are fetched one step late so that the host never waits on the device.
+work; metrics are fetched one step late so that the host never waits on the device. Training is
+data parallel over every device (:mod:`swinjax.parallel`): batches split across a 1-D mesh, the
+state replicated; ``--config.distributed=True`` makes it one process of a multi-host run.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from swinjax import checkpoint, data, evaluation, plots, steps
+from swinjax import checkpoint, data, evaluation, parallel, plots, steps
 from swinjax.config import build_model, check_resumable, validate_config
 
 FLAGS = flags.FLAGS
@@ -60,15 +62,20 @@ class _StopRequest:
 
 
 class MetricWriter:
-    """``metrics.jsonl`` (one JSON object a line) plus TensorBoard event files in the workdir."""
+    """``metrics.jsonl`` (one JSON object a line) plus TensorBoard event files in the workdir.
 
-    def __init__(self, workdir: Path):
+    ``enabled=False`` (every process but the first of a multi-host run): writes nothing.
+    """
+
+    def __init__(self, workdir: Path, enabled: bool = True):
         from tensorboardX import SummaryWriter
 
         self.path = workdir / "metrics.jsonl"
-        self.tb = SummaryWriter(str(workdir / "tensorboard"))
+        self.tb = SummaryWriter(str(workdir / "tensorboard")) if enabled else None
 
     def write(self, step: int, kind: str, values: dict[str, float]) -> None:
+        if self.tb is None:
+            return
         record = {"step": int(step), "kind": kind, **{k: float(v) for k, v in values.items()}}
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
@@ -83,7 +90,8 @@ class MetricWriter:
         return [r for r in rows if r["kind"] == kind]
 
     def close(self) -> None:
-        self.tb.close()
+        if self.tb is not None:
+            self.tb.close()
 
 
 class _EpochMetrics:
@@ -109,6 +117,10 @@ class _EpochMetrics:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Trains (or resumes) the run in ``workdir``; returns the final metrics."""
     validate_config(config)
+    parallel.initialize_distributed(config.get("distributed", False))  # before any device use
+    mesh = parallel.make_mesh()  # every device of every process
+    parallel.check_batch_size(config.batch_size, mesh.size)
+    main_process = parallel.is_main_process()
     workdir = Path(workdir)
     check_resumable(workdir, config)  # a different run in this workdir is an error, not overwritten
     splits = data.load_splits(config)  # fails here, before compiling, if the dataset is missing
@@ -125,10 +137,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         total_steps = min(total_steps, config.max_steps)
 
     workdir.mkdir(parents=True, exist_ok=True)
-    checkpoint.save_config(workdir, config)
+    if main_process:
+        checkpoint.save_config(workdir, config)
     state = steps.create_train_state(config, model, steps_per_epoch=steps_per_epoch)
+    state = parallel.replicate(state, mesh)  # restored checkpoints take the template's sharding
     ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints)
-    writer = MetricWriter(workdir)
+    writer = MetricWriter(workdir, enabled=main_process)
     restored = ckpt.restore_latest(state, report=logging.warning)
     epoch, epoch_step = 0, 0
     if restored is not None:
@@ -150,14 +164,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 desc=f"epoch {epoch + 1}",
                 unit="batch",
                 dynamic_ncols=True,
-                disable=not config.progress_bar,
+                disable=not (config.progress_bar and main_process),
             )
             meter = _EpochMetrics()
             pending, t0 = None, time.perf_counter()
             batches = data.train_batches(
-                train_split, config.batch_size, config.seed, epoch, start_step=epoch_step
+                train_split,
+                config.batch_size,
+                config.seed,
+                epoch,
+                start_step=epoch_step,
+                process_index=jax.process_index(),
+                process_count=jax.process_count(),
             )
-            for batch in data.prefetch_to_device(batches, size=2):
+            sharding = parallel.batch_sharding(mesh)
+            for batch in data.prefetch_to_device(batches, size=2, sharding=sharding):
                 state, metrics = steps.train_step(state, batch)
                 step += 1
                 epoch_step += 1
@@ -192,12 +213,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             record["epoch_seconds"] = seconds
             if "val" in splits:
                 val = evaluation.evaluate(
-                    state, splits["val"], config.eval_batch_size or config.batch_size
+                    state, splits["val"], config.eval_batch_size or config.batch_size, mesh
                 )
                 record.update({f"val_{k}": v for k, v in val.items() if k != "num_examples"})
             record["epoch"] = epoch
             writer.write(step, "epoch", record)
-            tqdm.write(f"epoch {epoch}: " + json.dumps({k: round(v, 4) for k, v in record.items()}))
+            if main_process:
+                summary = json.dumps({k: round(v, 4) for k, v in record.items()})
+                tqdm.write(f"epoch {epoch}: {summary}")
             last = epoch >= config.num_epochs or step >= total_steps
             if last or epoch % config.checkpoint_every_epochs == 0:
                 best = {"val_top1": record["val_top1"]} if "val_top1" in record else None
@@ -211,21 +234,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         writer.close()
         ckpt.close()
         return result
-    history = writer.records("epoch")
+    history = writer.records("epoch") if main_process else []
     if history:
         plots.plot_history(history, workdir / "history.png")
     if "test" in splits:
         test = evaluation.evaluate(
-            state, splits["test"], config.eval_batch_size or config.batch_size
+            state, splits["test"], config.eval_batch_size or config.batch_size, mesh
         )
         writer.write(step, "test", test)
         result["test"] = test
-        images, labels, predicted = evaluation.predict_samples(
+        images, labels, predicted = evaluation.predict_samples(  # every process: SPMD
             state, splits["test"], config.num_sample_images
         )
-        plots.plot_predictions(
-            images, labels, predicted, splits["test"].class_names, workdir / "test_samples.png"
-        )
+        if main_process:
+            plots.plot_predictions(
+                images, labels, predicted, splits["test"].class_names, workdir / "test_samples.png"
+            )
     writer.close()
     ckpt.close()
     return result

@@ -228,9 +228,10 @@ def test_vmapped_population_matches_separate_runs() -> None:
         for x, y in zip(
             jax.tree.leaves(single.params), jax.tree.leaves(population.params), strict=True
         ):
-            # Adam's step is ~lr * sign(g): rounding in near-zero g moves entries by ~1e-5, while
-            # a member stepped with the other's seed or learning rate is off by ~lr = 1e-3.
-            np.testing.assert_allclose(x, y[i], rtol=1e-4, atol=5e-5)
+            # Adam's step is ~lr * sign(g): float32 reassociation under vmap (different sum
+            # orders) moves entries whose g is near zero by up to ~1e-4, while a member stepped
+            # with the other's seed or learning rate is off by ~lr = 1e-3.
+            np.testing.assert_allclose(x, y[i], rtol=1e-4, atol=2e-4)
     np.testing.assert_allclose(pop_metrics["loss"], [ma["loss"], mb["loss"]], rtol=1e-5)
     np.testing.assert_allclose(
         pop_metrics["learning_rate"], [ma["learning_rate"], mb["learning_rate"]]
