@@ -1,7 +1,7 @@
 """swinjax: Swin Transformer image classification in JAX/Flax."""
 
-from swinjax import xla_flags
+from swinjax import runtime
 
-xla_flags.apply()
+runtime.apply_xla_flags()
 
 __version__ = "0.1.0"

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from swinjax import data, evaluation, parallel, steps
+from swinjax import data, evaluation, parallel, runtime, steps
 from swinjax import profile as profiling
 from swinjax.config import build_model, validate_config
 
@@ -254,5 +254,6 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    runtime.reexec_with_hugepages()
     define_flags()
     app.run(main)

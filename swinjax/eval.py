@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from swinjax import checkpoint
+from swinjax import checkpoint, runtime
 
 
 def _resolve(path: Path, best: bool) -> tuple[Path, int | None]:
@@ -111,4 +111,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    runtime.reexec_with_hugepages()
     sys.exit(main())

@@ -37,7 +37,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from swinjax import data, evaluation, plots, population, search, steps
+from swinjax import data, evaluation, plots, population, runtime, search, steps
 from swinjax.config import build_model
 
 FLAGS = flags.FLAGS
@@ -377,5 +377,6 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    runtime.reexec_with_hugepages()
     define_flags()
     app.run(main)

@@ -26,7 +26,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from swinjax import checkpoint, data, evaluation, parallel, plots, steps
+from swinjax import checkpoint, data, evaluation, parallel, plots, runtime, steps
 from swinjax.config import build_model, check_resumable, validate_config
 
 FLAGS = flags.FLAGS
@@ -212,10 +212,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             record = {f"train_{k}": v for k, v in train_means.items() if k != "learning_rate"}
             record["epoch_seconds"] = seconds
             if "val" in splits:
+                t_val = time.perf_counter()
                 val = evaluation.evaluate(
                     state, splits["val"], config.eval_batch_size or config.batch_size, mesh
                 )
                 record.update({f"val_{k}": v for k, v in val.items() if k != "num_examples"})
+                record["val_seconds"] = time.perf_counter() - t_val
             record["epoch"] = epoch
             writer.write(step, "epoch", record)
             if main_process:
@@ -273,5 +275,6 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    runtime.reexec_with_hugepages()
     define_flags()
     app.run(main)

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from swinjax import attention, dropout, linear, xla_flags
+from swinjax import attention, dropout, linear, runtime
 from swinjax.layers import gelu
 
 
@@ -149,16 +149,28 @@ def test_gelu_matches_exact_gelu_and_its_gradient():
 
 
 def test_xla_flags_respect_the_user(monkeypatch):
-    monkeypatch.setattr(xla_flags, "_jaxlib_version", lambda: "0.10.2")
+    monkeypatch.setattr(runtime, "_jaxlib_version", lambda: "0.10.2")
     monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
-    monkeypatch.delenv("SWINJAX_XLA_FLAGS", raising=False)
-    assert xla_flags.apply() == ["--xla_cpu_experimental_ynn_fusion_type=-reduce"]
-    assert xla_flags.apply() == []  # idempotent
+    monkeypatch.delenv("SWINJAX_RUNTIME_TUNING", raising=False)
+    assert runtime.apply_xla_flags() == ["--xla_cpu_experimental_ynn_fusion_type=-reduce"]
+    assert runtime.apply_xla_flags() == []  # idempotent
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=individual_dot")
-    assert xla_flags.apply() == []
+    assert runtime.apply_xla_flags() == []
     monkeypatch.setenv("XLA_FLAGS", "")
-    monkeypatch.setenv("SWINJAX_XLA_FLAGS", "0")
-    assert xla_flags.apply() == []
-    monkeypatch.delenv("SWINJAX_XLA_FLAGS")
-    monkeypatch.setattr(xla_flags, "_jaxlib_version", lambda: "0.7.0")
-    assert xla_flags.apply() == []
+    monkeypatch.setenv("SWINJAX_RUNTIME_TUNING", "0")
+    assert runtime.apply_xla_flags() == []
+    monkeypatch.delenv("SWINJAX_RUNTIME_TUNING")
+    monkeypatch.setattr(runtime, "_jaxlib_version", lambda: "0.7.0")
+    assert runtime.apply_xla_flags() == []
+
+
+def test_hugepage_restart_only_where_it_applies():
+    glibc = ("glibc", "2.36")
+    assert runtime.hugepage_tunables({}, glibc, "madvise") == "glibc.malloc.hugetlb=1"
+    assert runtime.hugepage_tunables({}, glibc, "always") == "glibc.malloc.hugetlb=1"
+    assert runtime.hugepage_tunables({}, glibc, "never") is None
+    assert runtime.hugepage_tunables({}, ("glibc", "2.31"), "madvise") is None
+    assert runtime.hugepage_tunables({}, ("", ""), "madvise") is None  # musl, macOS
+    # Set already (by the user or by the restart itself): never restart again.
+    assert runtime.hugepage_tunables({"GLIBC_TUNABLES": ""}, glibc, "madvise") is None
+    assert runtime.hugepage_tunables({"SWINJAX_RUNTIME_TUNING": "0"}, glibc, "madvise") is None

@@ -40,7 +40,15 @@ def test_two_epochs_write_checkpoints_metrics_and_plots(tmp_path, tiny_config) -
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in records if r["kind"] == "epoch"]
     assert [e["epoch"] for e in epochs] == [1, 2]
-    for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "epoch_seconds"):
+    for key in (
+        "train_loss",
+        "train_top1",
+        "val_loss",
+        "val_top1",
+        "val_top5",
+        "epoch_seconds",
+        "val_seconds",
+    ):
         assert all(np.isfinite(e[key]) for e in epochs), key
     assert any(r["kind"] == "train_step" for r in records)
     ckpt = checkpoint.Checkpointer(tmp_path, read_only=True)
