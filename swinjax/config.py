@@ -97,6 +97,21 @@ def build_model(config: ml_collections.ConfigDict, split: Any) -> SwinTransforme
     return create_model(config.model, dtype=config.dtype, **overrides)
 
 
+def training_steps(config: ml_collections.ConfigDict, num_examples: int) -> tuple[int, int]:
+    """(steps per epoch, total steps) for ``num_examples`` training examples under ``config``
+    (``max_steps`` > 0 caps the total); a batch larger than the split is an error."""
+    steps_per_epoch = data.steps_per_epoch(num_examples, config.batch_size)
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"batch_size {config.batch_size} exceeds the {num_examples} training "
+            "examples; lower --config.batch_size"
+        )
+    total_steps = steps_per_epoch * config.num_epochs
+    if config.max_steps > 0:
+        total_steps = min(total_steps, config.max_steps)
+    return steps_per_epoch, total_steps
+
+
 def check_resumable(workdir: Path, config: ml_collections.ConfigDict) -> None:
     """A workdir holding another run's config is refused (nothing there is overwritten)."""
     if workdir.exists() and not workdir.is_dir():

@@ -38,7 +38,7 @@ from ml_collections import config_flags
 from tqdm import tqdm
 
 from swinjax import data, evaluation, plots, population, runtime, search, steps
-from swinjax.config import build_model
+from swinjax.config import build_model, training_steps
 
 FLAGS = flags.FLAGS
 RESULTS_FILE = "results.jsonl"
@@ -117,15 +117,7 @@ def train_points(
     train_split = data.load_split(config, config.train_split)
     val_split = data.load_split(config, config.val_split)
     model = build_model(config, train_split)
-    steps_per_epoch = data.steps_per_epoch(train_split.num_examples, config.batch_size)
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"batch_size {config.batch_size} exceeds the {train_split.num_examples} training "
-            "examples; lower --config.batch_size"
-        )
-    total_steps = steps_per_epoch * config.num_epochs
-    if config.max_steps > 0:
-        total_steps = min(total_steps, config.max_steps)
+    steps_per_epoch, total_steps = training_steps(config, train_split.num_examples)
     states = [steps.create_train_state(c, model, steps_per_epoch=steps_per_epoch) for c in configs]
     if execution == "population":
         state, step_fn, eval_fn = population.stack(states), population.train_step, _eval_population

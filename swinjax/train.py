@@ -27,7 +27,7 @@ from ml_collections import config_flags
 from tqdm import tqdm
 
 from swinjax import checkpoint, data, evaluation, parallel, plots, runtime, steps
-from swinjax.config import build_model, check_resumable, validate_config
+from swinjax.config import build_model, check_resumable, training_steps, validate_config
 
 FLAGS = flags.FLAGS
 
@@ -126,15 +126,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     splits = data.load_splits(config)  # fails here, before compiling, if the dataset is missing
     train_split = splits["train"]
     model = build_model(config, train_split)
-    steps_per_epoch = data.steps_per_epoch(train_split.num_examples, config.batch_size)
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"batch_size {config.batch_size} exceeds the {train_split.num_examples} training "
-            "examples; lower --config.batch_size"
-        )
-    total_steps = steps_per_epoch * config.num_epochs
-    if config.max_steps > 0:
-        total_steps = min(total_steps, config.max_steps)
+    steps_per_epoch, total_steps = training_steps(config, train_split.num_examples)
 
     workdir.mkdir(parents=True, exist_ok=True)
     if main_process:
