@@ -1,6 +1,6 @@
 """Attention inside windows, as functions of per-window queries, keys and values.
 
-Two formulations of the same math (``tests/test_model.py`` checks they agree, values and
+Two formulations of the same math (``tests/test_kernels.py`` checks they agree, values and
 gradients):
 
 - :func:`matmul_attention`: two batched matrix products per window and head, the textbook form;
@@ -37,9 +37,7 @@ def _probabilities(q_BwNHD: jax.Array, k_BwNHD: jax.Array, add_wNNH: jax.Array) 
 
 @jax.custom_vjp
 def _small(q_BwNHD, k_BwNHD, v_BwNHD, add_wNNH, scale_BwNNH):
-    p_BwNNH = _probabilities(q_BwNHD, k_BwNHD, add_wNNH)
-    a_BwNNH = (p_BwNNH * scale_BwNNH).astype(v_BwNHD.dtype)
-    return jnp.sum(a_BwNNH[..., None] * v_BwNHD[:, None], axis=2)
+    return _small_fwd(q_BwNHD, k_BwNHD, v_BwNHD, add_wNNH, scale_BwNNH)[0]
 
 
 def _small_fwd(q_BwNHD, k_BwNHD, v_BwNHD, add_wNNH, scale_BwNNH):
@@ -88,7 +86,6 @@ def small_window_attention(
         scale_BwNNH = jnp.ones((), jnp.float32)
     Bw, N, H, _ = q_BwNHD.shape
     scale_BwNNH = jnp.broadcast_to(scale_BwNNH.astype(jnp.float32), (Bw, N, N, H))
-    q_BwNHD, k_BwNHD, v_BwNHD = jax.lax.optimization_barrier((q_BwNHD, k_BwNHD, v_BwNHD))
     return _small(q_BwNHD, k_BwNHD, v_BwNHD, add_wNNH.astype(jnp.float32), scale_BwNNH)
 
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from swinjax import attention, windows
-from swinjax.dropout import Dropout, bernoulli, dropout_scale
+from swinjax.dropout import Dropout, drop, dropout_scale
 from swinjax.linear import Dense, tokens_2d
 from swinjax.windows import Pair
 
@@ -86,10 +86,8 @@ class DropPath(nn.Module):
     def __call__(self, x: jnp.ndarray, deterministic: bool) -> jnp.ndarray:
         if deterministic or self.rate == 0.0:
             return x
-        keep = 1.0 - self.rate
         shape = (x.shape[0],) + (1,) * (x.ndim - 1) if self.mode == "sample" else x.shape
-        kept = bernoulli(self.make_rng("dropout"), keep, shape)
-        return jnp.where(kept, x / jnp.asarray(keep, x.dtype), jnp.zeros((), x.dtype))
+        return drop(x, self.make_rng("dropout"), self.rate, shape)
 
 
 class Mlp(nn.Module):

@@ -120,6 +120,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     parallel.initialize_distributed(config.get("distributed", False))  # before any device use
     mesh = parallel.make_mesh()  # every device of every process
     parallel.check_batch_size(config.batch_size, mesh.size)
+    batch_sharding = parallel.batch_sharding(mesh)
     main_process = parallel.is_main_process()
     workdir = Path(workdir)
     check_resumable(workdir, config)  # a different run in this workdir is an error, not overwritten
@@ -169,8 +170,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 process_index=jax.process_index(),
                 process_count=jax.process_count(),
             )
-            sharding = parallel.batch_sharding(mesh)
-            for batch in data.prefetch_to_device(batches, size=2, sharding=sharding):
+            for batch in data.prefetch_to_device(batches, size=2, sharding=batch_sharding):
                 state, metrics = steps.train_step(state, batch)
                 step += 1
                 epoch_step += 1
