@@ -21,36 +21,18 @@ says so. With ``--json`` the last line printed is one JSON object.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import resource
-import sys
 import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags
 
-from swinjax import data, evaluation, parallel, runtime, steps
+from swinjax import cli, data, evaluation, loop, parallel, steps
 from swinjax import profile as profiling
 from swinjax.config import build_model, validate_config
-
-FLAGS = flags.FLAGS
-
-
-def define_flags() -> None:
-    """Command-line flags, defined only when run as a program (modules stay importable together)."""
-    config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
-    flags.DEFINE_integer("batch_size", 0, "batch size (0: the config's)")
-    flags.DEFINE_integer("steps", 20, "timed steps")
-    flags.DEFINE_integer("warmup", 3, "untimed steps after compilation")
-    flags.DEFINE_integer("epoch_steps", 60, "steps of the full-loop measurement")
-    flags.DEFINE_bool("json", False, "print one JSON object as the last line")
-    flags.DEFINE_bool(
-        "profile", False, "also trace train steps and print where the time goes (XLA op, module)"
-    )
-
 
 # Dense bf16 peak FLOP/s by device kind (datasheets), for model FLOPs utilisation.
 PEAK_FLOPS = {
@@ -98,7 +80,9 @@ def _val_split(config: Any, train: data.Split) -> data.Split:
     if config.get("val_split") and not train.name.startswith(data.SYNTHETIC):
         return data.load_split(config, config.val_split)
     n = max(1, train.num_examples // 10)
-    return data.Split(train.images[:n], train.labels[:n], f"{train.name}[:{n}]", train.num_classes)
+    return data.Split(
+        train.images_EHWC[:n], train.labels_E[:n], f"{train.name}[:{n}]", train.num_classes
+    )
 
 
 def _timed(fn: Any, n: int) -> float:
@@ -118,20 +102,19 @@ def run(
     epoch_steps: int = 60,
     profile: bool = False,
 ) -> dict[str, Any]:
+    """Every figure of the module docstring, as one JSON-able dict."""
     if batch_size:
         config.batch_size = batch_size
     validate_config(config)
     bs = config.batch_size
     split, source = _train_split(config)
-    model = build_model(config, split)
     mesh = parallel.make_mesh()  # data parallel over every device, as train.py runs
     parallel.check_batch_size(bs, mesh.size)
     state = steps.create_train_state(
-        config, model, steps_per_epoch=max(1, split.num_examples // bs)
+        config, build_model(config, split), steps_per_epoch=max(1, split.num_examples // bs)
     )
     state = parallel.replicate(state, mesh)
     batch = parallel.put_batch(next(data.train_batches(split, bs, config.seed, 0)), mesh)
-    sharding = parallel.batch_sharding(mesh)
 
     t0 = time.perf_counter()
     compiled = steps.train_step.lower(state, batch).compile()
@@ -140,82 +123,25 @@ def run(
     cost = cost[0] if isinstance(cost, list | tuple) else cost
     step_flops = float(cost.get("flops", 0.0)) if cost else 0.0
 
-    holder = {"state": state}
-
-    def one_train_step():
-        holder["state"], metrics = steps.train_step(holder["state"], batch)
-        return metrics
-
-    _timed(one_train_step, warmup)
-    train_s = _timed(one_train_step, n_steps)
-    eval_batch = {**batch, "mask": jnp.ones((bs,), jnp.float32)}
-    _timed(lambda: steps.eval_step(holder["state"], eval_batch), warmup)
-    eval_s = _timed(lambda: steps.eval_step(holder["state"], eval_batch), n_steps)
-
-    # The host pipeline alone: order, gather, transfer.
-    n_pipe = min(data.steps_per_epoch(split.num_examples, bs), max(n_steps * 5, 50))
-    t0 = time.perf_counter()
-    last = None
-    pipeline = data.prefetch_to_device(data.train_batches(split, bs, config.seed, 1), 2, sharding)
-    for i, b in enumerate(pipeline):
-        last = b
-        if i + 1 >= n_pipe:
-            break
-    jax.block_until_ready(last)
-    pipeline_s = time.perf_counter() - t0
-
-    # The loop as train.py runs it: pipeline + prefetch + step + one-step-late metric fetch.
-    n_epoch = min(data.steps_per_epoch(split.num_examples, bs), epoch_steps)
-    state = holder["state"]
-    pending = None
-    t0 = time.perf_counter()
-    loop = data.prefetch_to_device(data.train_batches(split, bs, config.seed, 2), 2, sharding)
-    for i, b in enumerate(loop):
-        state, metrics = steps.train_step(state, b)
-        if pending is not None:
-            steps.check_finite(jax.device_get(pending), i)
-        pending = metrics
-        if i + 1 >= n_epoch:
-            break
-    jax.device_get(pending)
-    loop_s = time.perf_counter() - t0
-
-    # Validation as train.py runs it after each epoch (compiled here, timed on a second pass).
-    val_split = _val_split(config, split)
-    evaluation.evaluate(state, val_split, bs, mesh)
-    t0 = time.perf_counter()
-    evaluation.evaluate(state, val_split, bs, mesh)
-    val_s = time.perf_counter() - t0
-    steps_per_epoch = data.steps_per_epoch(split.num_examples, bs)
-    step_s = train_s / n_steps
-    epoch_s = loop_s / n_epoch * steps_per_epoch + val_s
-
+    state, train_s, eval_s = _step_times(state, batch, n_steps, warmup)
+    state, result = _pipeline_and_loop(
+        config, state, split, mesh, n_steps, epoch_steps, train_s / n_steps
+    )
     device = jax.devices()[0]
-    train_ips = n_steps * bs / train_s
-    result: dict[str, Any] = {
+    result = {
         "config": config.model,
         "batch_size": bs,
         "dtype": config.dtype,
         "device": f"{device.platform}:{getattr(device, 'device_kind', '')} x{jax.device_count()}",
         "compile_s": round(compile_s, 3),
-        "train_images_per_s": round(train_ips, 1),
+        "train_images_per_s": round(n_steps * bs / train_s, 1),
         "train_ms_per_step": round(1000 * train_s / n_steps, 2),
         "eval_images_per_s": round(n_steps * bs / eval_s, 1),
-        "pipeline_images_per_s": round(n_pipe * bs / pipeline_s, 1),
-        "epoch_images_per_s": round(n_epoch * bs / loop_s, 1),
-        "epoch_over_step_time": round((loop_s / n_epoch) / step_s, 3),
-        "val_images_per_s": round(val_split.num_examples / val_s, 1),
-        "epoch_with_validation_s": round(epoch_s, 1),
-        "epoch_with_validation_over_step_time": round(epoch_s / (steps_per_epoch * step_s), 3),
+        **result,
         "step_gflops": round(step_flops / 1e9, 3),
         "data": source,
+        **_memory(device),
     }
-    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
-    if stats and "peak_bytes_in_use" in stats:
-        result["peak_device_memory_mib"] = round(stats["peak_bytes_in_use"] / 2**20, 1)
-    result["peak_host_rss_mib"] = round(
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
-    )
     peak = _peak_flops(device)
     if peak and step_flops:
         result["mfu"] = round(step_flops * n_steps / train_s / jax.device_count() / peak, 4)
@@ -226,34 +152,108 @@ def run(
     return result
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if FLAGS.config is None:
-        raise app.UsageError("--config is required")
-    logging.set_verbosity(logging.WARNING)
-    try:
-        result = run(
-            FLAGS.config,
-            FLAGS.batch_size,
-            FLAGS.steps,
-            FLAGS.warmup,
-            FLAGS.epoch_steps,
-            FLAGS.profile,
-        )
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+def _step_times(state: Any, batch: Any, n_steps: int, warmup: int) -> tuple[Any, float, float]:
+    """Seconds of ``n_steps`` train steps, then of ``n_steps`` eval steps, on one resident batch
+    (after ``warmup`` untimed ones), synchronised at the end of each timed window."""
+    holder = {"state": state}
+
+    def one_train_step():
+        holder["state"], metrics = steps.train_step(holder["state"], batch)
+        return metrics
+
+    _timed(one_train_step, warmup)
+    train_s = _timed(one_train_step, n_steps)
+    eval_batch = {**batch, "mask": jnp.ones(batch["label"].shape, jnp.float32)}
+    _timed(lambda: steps.eval_step(holder["state"], eval_batch), warmup)
+    eval_s = _timed(lambda: steps.eval_step(holder["state"], eval_batch), n_steps)
+    return holder["state"], train_s, eval_s
+
+
+def _pipeline_and_loop(
+    config: Any,
+    state: Any,
+    split: data.Split,
+    mesh: Any,
+    n_steps: int,
+    epoch_steps: int,
+    step_s: float,
+) -> tuple[Any, dict[str, float]]:
+    """The host pipeline alone; the training loop as ``swinjax.train`` runs it (swinjax.loop:
+    pipeline, prefetch, metrics one step late); one validation pass; an epoch from those."""
+    bs, sharding = config.batch_size, parallel.batch_sharding(mesh)
+    steps_per_epoch = data.steps_per_epoch(split.num_examples, bs)
+    n_pipe = min(steps_per_epoch, max(n_steps * 5, 50))
+    t0 = time.perf_counter()
+    pipeline = data.prefetch_to_device(data.train_batches(split, bs, config.seed, 1), 2, sharding)
+    with contextlib.closing(pipeline):
+        jax.block_until_ready([b for _, b in zip(range(n_pipe), pipeline, strict=False)][-1])
+    pipeline_s = time.perf_counter() - t0
+
+    n_epoch = min(steps_per_epoch, epoch_steps)
+    plan = loop.Plan(split, bs, config.seed, steps_per_epoch, 3, 2 * steps_per_epoch + n_epoch)
+    t0 = time.perf_counter()
+    with contextlib.closing(loop.device_batches(plan, loop.Position(0, 2, 0), sharding)) as b:
+        state, _, _ = loop.train_epoch(state, b, loop.Meter(), step=0, stop_step=n_epoch)
+    loop_s = time.perf_counter() - t0
+
+    val_split = _val_split(config, split)
+    eval_batch = config.eval_batch_size or bs
+    evaluation.evaluate(state, val_split, eval_batch, mesh)  # compiles
+    t0 = time.perf_counter()
+    evaluation.evaluate(state, val_split, eval_batch, mesh)
+    val_s = time.perf_counter() - t0
+    epoch_s = loop_s / n_epoch * steps_per_epoch + val_s
+    return state, {
+        "pipeline_images_per_s": round(n_pipe * bs / pipeline_s, 1),
+        "epoch_images_per_s": round(n_epoch * bs / loop_s, 1),
+        "epoch_over_step_time": round((loop_s / n_epoch) / step_s, 3),
+        "val_images_per_s": round(val_split.num_examples / val_s, 1),
+        "epoch_with_validation_s": round(epoch_s, 1),
+        "epoch_with_validation_over_step_time": round(epoch_s / (steps_per_epoch * step_s), 3),
+    }
+
+
+def _memory(device: Any) -> dict[str, float]:
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    out = {}
+    if stats and "peak_bytes_in_use" in stats:
+        out["peak_device_memory_mib"] = round(stats["peak_bytes_in_use"] / 2**20, 1)
+    out["peak_host_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return out
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+    cli.config_flag(fv)
+    flags.DEFINE_integer("batch_size", 0, "batch size (0: the config's)", flag_values=fv)
+    flags.DEFINE_integer("steps", 20, "timed steps", flag_values=fv)
+    flags.DEFINE_integer("warmup", 3, "untimed steps after compilation", flag_values=fv)
+    flags.DEFINE_integer("epoch_steps", 60, "steps of the full-loop measurement", flag_values=fv)
+    flags.DEFINE_bool(
+        "json", False, "print only the JSON object (as the last line)", flag_values=fv
+    )
+    flags.DEFINE_bool(
+        "profile",
+        False,
+        "also trace train steps and print where the time goes (XLA op, module)",
+        flag_values=fv,
+    )
+
+
+def main(argv: list[str]) -> int:
+    """``python -m swinjax.bench`` with ``argv``; returns the exit status (see swinjax.cli)."""
+    return cli.main(argv, define_flags, _work, required=("config",))
+
+
+def _work(fv: flags.FlagValues) -> dict[str, Any]:
+    result = run(fv.config, fv.batch_size, fv.steps, fv.warmup, fv.epoch_steps, fv.profile)
     if "profile" in result:
         print(profiling.format_profile(result["profile"]), end="\n\n")
-    if not FLAGS.json:
+    if not fv.json:
         for k, v in result.items():
             if k != "profile":
                 print(f"{k:>24}: {v}")
-    print(json.dumps(result) if FLAGS.json else "", flush=True)
+    return result
 
 
 if __name__ == "__main__":
-    runtime.reexec_with_hugepages()
-    define_flags()
-    app.run(main)
+    cli.run_program(define_flags, _work, required=("config",))

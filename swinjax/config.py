@@ -3,6 +3,11 @@
 Experiment files in ``experiments/`` start from :func:`base_config` and change a few fields;
 every key can be overridden on the command line as ``--config.key=value``. Validation happens
 before anything is loaded or compiled, and each error names the key and the fix.
+
+Every key is defined once, in :data:`KEYS`: its default, its role and what it means. The role
+says what changing the key does to a run, and is the one source of the rules that decide which
+keys may differ when a workdir is re-run (:data:`RESUMABLE`) and which keys a sweep ignores when
+it fingerprints a point (:data:`SWEEP_IGNORED`).
 """
 
 from __future__ import annotations
@@ -13,76 +18,104 @@ from typing import Any
 
 import ml_collections
 
-from swinjax import augment, checkpoint, data, steps
+from swinjax import augment, data, optim
 from swinjax.model import PRESETS, SwinTransformer, create_model
 
-# Keys that may differ when re-running a workdir: they change how long or how verbosely the run
-# goes on, not what it computes.
-RESUMABLE_KEYS = frozenset(
-    {
-        "num_epochs",
-        "max_steps",
-        "data_dir",
-        "log_every_steps",
-        "progress_bar",
-        "checkpoint_every_epochs",
-        "keep_checkpoints",
-        "num_sample_images",
-        "eval_batch_size",
-        "distributed",
-    }
-)
+# Roles. RUN: shapes what the run computes. LENGTH: how long it goes on. OUTPUT: what is logged,
+# written or shown, where data are read from, how evaluation is batched. EVAL: only the final
+# test evaluation. LAUNCH: how the processes start.
+RUN, LENGTH, OUTPUT, EVAL, LAUNCH = "run", "length", "output", "eval", "launch"
+
+# key: (default, role, meaning). Defaults are the Keras seed recipe's where it has one.
+KEYS: dict[str, tuple[Any, str, str]] = {
+    # ------------------------------------------------------------------------------- data
+    "dataset": ("cifar100", RUN, "a tfds name (optionally 'name:version') or 'synthetic'"),
+    "data_dir": ("", OUTPUT, "tfds data directory; '': $TFDS_DATA_DIR, else tfds' default"),
+    "train_split": ("train[:90%]", RUN, "tfds split string of the training data"),
+    "val_split": ("train[90%:]", RUN, "validated after every epoch; '': no validation"),
+    "test_split": ("test", EVAL, "evaluated once at the end; '': no test evaluation"),
+    "batch_size": (128, RUN, "global batch size (split across all devices)"),
+    "eval_batch_size": (0, OUTPUT, "evaluation batch size; 0: batch_size"),
+    "synthetic_num_classes": (10, RUN, "dataset='synthetic': classes"),
+    "synthetic_image_size": (16, RUN, "dataset='synthetic': image height and width"),
+    "synthetic_channels": (3, RUN, "dataset='synthetic': channels"),
+    "synthetic_train_examples": (1200, RUN, "dataset='synthetic': size of split 'train'"),
+    "synthetic_test_examples": (300, RUN, "dataset='synthetic': size of split 'test'"),
+    "synthetic_seed": (0, RUN, "dataset='synthetic': its own seed (data fixed across seeds)"),
+    # ------------------------------------------------------------------------------ model
+    "model": ("keras_example", RUN, "a preset of swinjax.model.PRESETS"),
+    "model_kwargs": ({}, RUN, "overrides of the preset's SwinTransformer fields"),
+    "dtype": ("float32", RUN, "compute dtype; parameters and optimizer state stay float32"),
+    # -------------------------------------------------------------------------- optimizer
+    "learning_rate": (1e-3, RUN, "peak learning rate"),
+    "weight_decay": (1e-4, RUN, "decoupled, multiplied by the learning rate (optax and Keras)"),
+    "label_smoothing": (0.1, RUN, "targets one_hot * (1 - s) + s / K"),
+    "seed": (0, RUN, "parameters, dropout, augmentation and data order"),
+    "schedule": ("constant", RUN, f"learning-rate schedule, one of {optim.SCHEDULES}"),
+    "warmup_epochs": (0.0, RUN, "warmup_cosine: linear warmup over this many epochs"),
+    "min_lr": (0.0, RUN, "warmup_cosine: the learning rate the cosine ends at"),
+    "grad_clip_norm": (0.0, RUN, "> 0: clip gradients to this global norm; 0: no clipping"),
+    "decay_all": (False, RUN, "True: decay biases, norms and position tables too (Keras)"),
+    "b1": (0.9, RUN, "Adam's beta 1"),
+    "b2": (0.999, RUN, "Adam's beta 2"),
+    "adam_eps": (1e-8, RUN, "Adam's epsilon (Keras' default is 1e-7)"),
+    "adam_eps_keras": (False, RUN, "True: epsilon added to the uncorrected sqrt(v), as Keras"),
+    "augment": ("crop_flip", RUN, "'crop_flip', 'seed_exact' (flip only) or 'none'"),
+    "crop_padding": (4, RUN, "crop_flip: zero padding before the random crop, in pixels"),
+    "mean": ((), RUN, "per-channel mean on the [0, 1] scale; (): images scaled to [0, 1] only"),
+    "std": ((), RUN, "per-channel std, with mean"),
+    # ------------------------------------------------------------------------ run length
+    "num_epochs": (40, LENGTH, "epochs; the schedule spans them (re-planned if it changes)"),
+    "max_steps": (0, LENGTH, "> 0: stop after this many steps in all (smoke runs)"),
+    # --------------------------------------------------------------------- output, launch
+    "log_every_steps": (50, OUTPUT, "train-step metrics written every this many steps"),
+    "progress_bar": (True, OUTPUT, "a tqdm bar per epoch"),
+    "checkpoint_every_epochs": (1, OUTPUT, "checkpoint cadence (also on stop and at the end)"),
+    "keep_checkpoints": (2, OUTPUT, "the latest N checkpoints are kept, plus the best"),
+    "num_sample_images": (18, OUTPUT, "test images drawn with their predictions at the end"),
+    "distributed": (False, LAUNCH, "True: jax.distributed.initialize() first (multi-host)"),
+}
+
+# Keys that may differ when a workdir is re-run: they change neither the model nor the data nor
+# the recipe. A changed num_epochs re-plans the schedule (swinjax.train says so at start).
+RESUMABLE = frozenset(k for k, (_, role, _) in KEYS.items() if role != RUN)
+# Keys a sweep never reads, left out of a point's fingerprint (the run length is not: it changes
+# the result).
+SWEEP_IGNORED = frozenset(k for k, (_, role, _) in KEYS.items() if role in (OUTPUT, EVAL, LAUNCH))
 
 
 def base_config() -> ml_collections.ConfigDict:
-    """Every key a run reads, with the Keras seed recipe's values where it has one."""
+    """Every key a run reads, with its default (:data:`KEYS`)."""
     config = ml_collections.ConfigDict()
-    config.update(data.default_data_config())
-    config.update(steps.default_optim_config())
-    config.model = "keras_example"  # a preset of swinjax.model.PRESETS
-    config.model_kwargs = ml_collections.ConfigDict()  # field overrides of the preset
-    config.dtype = "float32"  # compute dtype; parameters and optimizer state stay float32
-    config.num_epochs = 40
-    config.max_steps = 0  # > 0: stop after this many steps in all (smoke runs)
-    config.augment = "crop_flip"  # "crop_flip", "seed_exact" (flip only) or "none"
-    config.crop_padding = 4
-    config.mean = ()  # per-channel; empty: images scaled to [0, 1] only (the seed)
-    config.std = ()
-    config.log_every_steps = 50
-    config.progress_bar = True
-    config.checkpoint_every_epochs = 1
-    config.keep_checkpoints = 2  # the latest N, plus the best by validation top-1
-    config.num_sample_images = 18
-    # True: jax.distributed.initialize() first, for a multi-host run (one process per host; see
-    # swinjax.parallel). Single host: False; all local devices are used either way.
-    config.distributed = False
+    for key, (default, _, _) in KEYS.items():
+        config[key] = ml_collections.ConfigDict() if isinstance(default, dict) else default
     return config
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raises ValueError naming the key for anything that cannot run."""
+    unknown = sorted(set(config) - set(KEYS) - {"sweep"})
+    if unknown:
+        raise ValueError(f"config.{unknown[0]}: unknown key; start from base_config()")
+    missing = sorted(set(KEYS) - set(config))
+    if missing:
+        raise ValueError(f"config lacks {missing}; start from swinjax.config.base_config()")
     if config.model not in PRESETS:
         raise ValueError(
             f"config.model={config.model!r} is not a preset; choose one of {sorted(PRESETS)}"
         )
-    for key in (
-        "num_epochs",
-        "batch_size",
-        "log_every_steps",
-        "checkpoint_every_epochs",
-        "keep_checkpoints",
-    ):
+    for key in ("batch_size", "log_every_steps", "checkpoint_every_epochs", "keep_checkpoints"):
         if int(config[key]) < 1:
             raise ValueError(f"config.{key} must be >= 1, got {config[key]}")
     if config.max_steps < 0:
         raise ValueError(f"config.max_steps must be >= 0 (0: no limit), got {config.max_steps}")
     if config.augment not in augment.MODES:
         raise ValueError(f"config.augment={config.augment!r} is not one of {augment.MODES}")
-    if not isinstance(config.get("distributed", False), bool):
+    if not isinstance(config.distributed, bool):
         raise ValueError(f"config.distributed must be True or False, got {config.distributed!r}")
     if config.dtype not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"config.dtype={config.dtype!r}: use float32 or bfloat16")
-    steps.validate_optim_config(config)
+    optim.validate_optim_config(config)
     # Construct the model with dummy data shapes: every architecture error surfaces now.
     create_model(config.model, dtype=config.dtype, **dict(config.model_kwargs))
 
@@ -112,21 +145,40 @@ def training_steps(config: ml_collections.ConfigDict, num_examples: int) -> tupl
     return steps_per_epoch, total_steps
 
 
-def check_resumable(workdir: Path, config: ml_collections.ConfigDict) -> None:
-    """A workdir holding another run's config is refused (nothing there is overwritten)."""
-    if workdir.exists() and not workdir.is_dir():
-        raise ValueError(f"--workdir {workdir} exists and is not a directory; pick another path")
-    saved = workdir / checkpoint.CONFIG_FILE
-    if not saved.is_file():
-        return
-    old = json.loads(saved.read_text())
-    new = json.loads(config.to_json_best_effort())
-    changed = sorted(
-        k for k in set(old) | set(new) if k not in RESUMABLE_KEYS and old.get(k) != new.get(k)
-    )
-    if changed:
-        diffs = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
-        raise ValueError(
-            f"--workdir {workdir} holds a run with a different config ({diffs}); "
-            "use a new --workdir, or the same config to resume it"
-        )
+# ------------------------------------------------------------------------ comparing configs
+
+
+def flatten(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
+    """The config as one flat JSON-able dict, sub-configs as dotted keys (``model_kwargs.X``)."""
+    tree = config if isinstance(config, dict) else json.loads(config.to_json_best_effort())
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in flatten(value).items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def diff_configs(
+    old: ml_collections.ConfigDict | dict,
+    new: ml_collections.ConfigDict | dict,
+    ignore: frozenset[str] | set[str] = frozenset(),
+) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (old value, new value)}`` for every key that differs, keys in ``ignore``
+    (top-level names, or dotted ones) left out; JSON-equal values are equal (tuples == lists)."""
+    a, b = flatten(old), flatten(new)
+    return {
+        k: (a.get(k), b.get(k))
+        for k in sorted(set(a) | set(b))
+        if k not in ignore and k.split(".")[0] not in ignore and a.get(k) != b.get(k)
+    }
+
+
+def describe_diff(diff: dict[str, tuple[Any, Any]]) -> str:
+    return ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in diff.items())
+
+
+def saved_config(path: Path) -> dict[str, Any] | None:
+    """The JSON config saved at ``path``, or None where there is none."""
+    return json.loads(path.read_text()) if path.is_file() else None

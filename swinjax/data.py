@@ -30,8 +30,6 @@ import numpy as np
 
 from swinjax import parallel
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow (under tfds) is chatty
-
 SYNTHETIC = "synthetic"
 _CACHE_SIZE = 8
 
@@ -52,53 +50,21 @@ class InvalidSplitError(ValueError):
 class Split:
     """One split in host memory. The arrays are read-only (they are shared through the cache)."""
 
-    images_NHWC: np.ndarray  # uint8
-    labels_N: np.ndarray  # int32 in [0, num_classes)
+    images_EHWC: np.ndarray  # uint8
+    labels_E: np.ndarray  # int32 in [0, num_classes)
     name: str  # "dataset:split", e.g. "cifar100:train[:90%]"
     num_classes: int
     class_names: tuple[str, ...] = ()
 
     @property
-    def images(self) -> np.ndarray:
-        """Alias of ``images_NHWC``."""
-        return self.images_NHWC
-
-    @property
-    def labels(self) -> np.ndarray:
-        """Alias of ``labels_N``."""
-        return self.labels_N
-
-    @property
     def num_examples(self) -> int:
-        return int(self.labels_N.shape[0])
+        return int(self.labels_E.shape[0])
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """(H, W, C) of one image."""
-        h, w, c = self.images_NHWC.shape[1:]
+        h, w, c = self.images_EHWC.shape[1:]
         return int(h), int(w), int(c)
-
-
-def default_data_config() -> ml_collections.ConfigDict:
-    """The data keys and their defaults (the seed's splits: 90% / 10% of train, and test)."""
-    c = ml_collections.ConfigDict()
-    c.dataset = "cifar100"  # a tfds name (optionally "name:version") or "synthetic"
-    c.data_dir = ""  # "" or None: $TFDS_DATA_DIR, else tfds' default (~/tensorflow_datasets)
-    c.train_split = "train[:90%]"
-    c.val_split = "train[90%:]"  # "": no validation
-    c.test_split = "test"  # "": no final test evaluation
-    c.batch_size = 128
-    c.eval_batch_size = 0  # 0 or None: batch_size
-    c.seed = 0  # training order (and, in steps, initialisation and augmentation)
-    # The synthetic dataset (splits "train" and "test"); its own seed, so the data stay the same
-    # when config.seed changes.
-    c.synthetic_num_classes = 10
-    c.synthetic_image_size = 16
-    c.synthetic_channels = 3
-    c.synthetic_train_examples = 1200
-    c.synthetic_test_examples = 300
-    c.synthetic_seed = 0
-    return c
 
 
 def resolve_data_dir(data_dir: str | None) -> str | None:
@@ -305,10 +271,10 @@ def synthetic_split(
     images, labels = [], []
     for name, start, stop in ranges:
         rng = np.random.default_rng([seed, 0 if name == "train" else 1])
-        labels_N = rng.integers(0, num_classes, sizes[name])[start:stop]
+        labels_E = rng.integers(0, num_classes, sizes[name])[start:stop]
         noise = rng.normal(0, 40, (sizes[name], image_size, image_size, channels))[start:stop]
-        images.append(np.clip(templates[labels_N] + noise, 0, 255).round().astype(np.uint8))
-        labels.append(labels_N.astype(np.int32))
+        images.append(np.clip(templates[labels_E] + noise, 0, 255).round().astype(np.uint8))
+        labels.append(labels_E.astype(np.int32))
     if not sum(len(x) for x in labels):
         raise InvalidSplitError(f"split {spec!r} of {SYNTHETIC!r} is empty")
     return _frozen_split(
@@ -357,10 +323,10 @@ def train_batches(
     if not 0 <= start_step <= num_steps:
         raise ValueError(f"start_step {start_step} is outside the epoch's {num_steps} steps")
     rows = parallel.process_rows(batch_size, process_index, process_count)
-    order_N = epoch_permutation(split.num_examples, seed, epoch)
+    order_E = epoch_permutation(split.num_examples, seed, epoch)
     for step in range(start_step, num_steps):
-        idx_B = order_N[step * batch_size :][rows]
-        yield {"image": split.images_NHWC[idx_B], "label": split.labels_N[idx_B]}
+        idx_B = order_E[step * batch_size :][rows]
+        yield {"image": split.images_EHWC[idx_B], "label": split.labels_E[idx_B]}
 
 
 def eval_batches(
@@ -382,12 +348,12 @@ def eval_batches(
         start = min(batch_start + rows.start, n)
         real = min(local, n - start)
         pad = local - real
-        images_BHWC = split.images_NHWC[start : start + real]
+        images_BHWC = split.images_EHWC[start : start + real]
         yield {
             "image": np.pad(images_BHWC, ((0, pad), (0, 0), (0, 0), (0, 0)))
             if pad
             else images_BHWC,
-            "label": np.pad(split.labels_N[start : start + real], (0, pad)),
+            "label": np.pad(split.labels_E[start : start + real], (0, pad)),
             "mask": (np.arange(local) < real).astype(np.float32),
         }
 

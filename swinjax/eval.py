@@ -9,12 +9,11 @@ checkpoint that does not match exits with status 2 and a message saying what is 
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from pathlib import Path
 
-from swinjax import checkpoint, runtime
+from absl import flags
+
+from swinjax import checkpoint, cli
 
 
 def _resolve(path: Path, best: bool) -> tuple[Path, int | None]:
@@ -85,31 +84,28 @@ def run(
     return {**metrics, "step": int(state.step), "split": split_name}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m swinjax.eval",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def define_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("ckpt", None, "workdir or WORKDIR/checkpoints/STEP", flag_values=fv)
+    flags.DEFINE_string(
+        "split",
+        "test",
+        "test, val, train (the config's splits) or a tfds split string",
+        flag_values=fv,
     )
-    parser.add_argument("--ckpt", required=True, help="workdir or WORKDIR/checkpoints/STEP")
-    parser.add_argument(
-        "--split",
-        default="test",
-        help="test, val, train (the config's splits) or a tfds split string",
-    )
-    parser.add_argument("--data_dir", default=None, help="tfds data directory override")
-    parser.add_argument("--best", action="store_true", help="best by validation top-1")
-    parser.add_argument("--batch_size", type=int, default=0)
-    args = parser.parse_args(argv)
-    try:
-        record = run(args.ckpt, args.split, args.data_dir, args.best, args.batch_size)
-    except (checkpoint.CheckpointError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(record))
-    return 0
+    flags.DEFINE_string("data_dir", None, "tfds data directory override", flag_values=fv)
+    flags.DEFINE_bool("best", False, "the best checkpoint by validation top-1", flag_values=fv)
+    flags.DEFINE_integer("batch_size", 0, "0: the config's eval batch size", flag_values=fv)
+
+
+def main(argv: list[str]) -> int:
+    """``python -m swinjax.eval`` with ``argv`` (``argv[0]`` the program); returns the exit
+    status: 0, or 2 with a message for a bad path or a mismatched checkpoint."""
+    return cli.main(argv, define_flags, _work, required=("ckpt",))
+
+
+def _work(fv: flags.FlagValues) -> dict:
+    return run(fv.ckpt, fv.split, fv.data_dir, fv.best, fv.batch_size)
 
 
 if __name__ == "__main__":
-    runtime.reexec_with_hugepages()
-    sys.exit(main())
+    cli.run_program(define_flags, _work, required=("ckpt",))

@@ -1,4 +1,8 @@
-"""Scoring a train state on a whole split: every example counted once, padding masked out."""
+"""Scoring a train state on a whole split: every example counted once, padding masked out.
+
+One implementation for one model and for a population (a state with a leading member axis,
+:mod:`swinjax.population`): ``steps.eval_step`` maps over the members itself.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from swinjax import data, parallel, steps
+from swinjax import data, parallel, population, steps
 
 
 def evaluate(
     state: Any, split: data.Split, batch_size: int, mesh: Mesh | None = None
-) -> dict[str, float]:
-    """Mean loss, top-1 and top-5 over all of ``split``, plus ``num_examples``.
+) -> dict[str, float] | list[dict[str, float]]:
+    """Mean ``loss``, ``top1`` and ``top5`` over all of ``split``, plus ``num_examples``; for a
+    population, a list of such dicts, one per member.
 
     Data parallel over ``mesh`` (default: every device): the state is replicated, each batch
     split across the devices, ``batch_size`` rounded up to a multiple of the device count (the
@@ -34,21 +39,24 @@ def evaluate(
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     if totals is None:
         raise ValueError(f"split {split.name!r} is empty; nothing to evaluate")
-    totals = jax.device_get(totals)
-    count = float(totals["count"])
+    totals_P = {
+        k: np.atleast_1d(np.asarray(v, np.float64)) for k, v in jax.device_get(totals).items()
+    }
+    members = [_means(totals_P, i, split) for i in range(population.size(state))]
+    return members if state.step.ndim else members[0]
+
+
+def _means(totals_P: dict[str, np.ndarray], i: int, split: data.Split) -> dict[str, float]:
+    count = float(totals_P["count"][i])
     if count != split.num_examples:
         raise AssertionError(f"evaluated {count} examples of {split.num_examples}")
-    return {
-        "loss": float(totals["loss"]) / count,
-        "top1": float(totals["top1"]) / count,
-        "top5": float(totals["top5"]) / count,
-        "num_examples": int(count),
-    }
+    scores = {k: float(totals_P[k][i]) / count for k in ("loss", "top1", "top5")}
+    return {**scores, "num_examples": int(count)}
 
 
 def predict_samples(state: Any, split: data.Split, n: int) -> tuple[np.ndarray, ...]:
     """The first ``n`` images of ``split``, their labels and the model's predictions."""
     n = min(n, split.num_examples)
-    images = split.images[:n]
+    images = split.images_EHWC[:n]
     logits = steps.predict(state, jnp.asarray(images))
-    return images, split.labels[:n], np.asarray(jax.device_get(logits)).argmax(-1)
+    return images, split.labels_E[:n], np.asarray(jax.device_get(logits)).argmax(-1)

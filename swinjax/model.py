@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 from typing import Any
@@ -93,14 +92,6 @@ class SwinTransformer(nn.Module):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.stage_specs()  # validate every hyperparameter at construction, before any tracing
-
-    @property
-    def num_features(self) -> int:
-        return self.embed_dim * 2 ** (len(self.depths) - 1)
-
-    def patch_grid(self) -> Pair:
-        img, patch = windows.to_pair(self.img_size), windows.to_pair(self.patch_size)
-        return img[0] // patch[0], img[1] // patch[1]
 
     def stage_specs(self) -> tuple[StageSpec, ...]:
         """Per-stage geometry; raises ValueError naming the field for any impossible setting."""
@@ -389,26 +380,37 @@ def forward_gflops(model: SwinTransformer) -> float:
     return float(cost["flops"]) / 1e9
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m swinjax.model",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--list", action="store_true", help="print every preset")
-    args = parser.parse_args(argv)
-    if not args.list:
-        parser.print_help()
-        return
-    print(f"{'preset':<14} {'image':>7} {'classes':>7} {'params':>12} {'GFLOPs/img':>11}")
+def list_presets() -> str:
+    """A table of every preset: image size, classes, parameters and forward GFLOPs per image."""
+    lines = [f"{'preset':<14} {'image':>7} {'classes':>7} {'params':>12} {'GFLOPs/img':>11}"]
     for name in PRESETS:
         model = create_model(name)
         img = windows.to_pair(model.img_size)
-        print(
+        lines.append(
             f"{name:<14} {img[0]:>3}x{img[1]:<3} {model.num_classes:>7} "
             f"{count_params(param_shapes(model)):>12,} {forward_gflops(model):>11.3f}"
         )
+    return "\n".join(lines)
+
+
+def _define_flags(fv: Any) -> None:
+    from absl import flags
+
+    flags.DEFINE_bool("list", False, "print every preset", flag_values=fv)
+
+
+def _work(fv: Any) -> None:
+    print(list_presets() if fv.list else "usage: python -m swinjax.model --list")
+
+
+def main(argv: list[str]) -> int:
+    """``python -m swinjax.model --list``; returns the exit status."""
+    from swinjax import cli  # the model library itself needs none of the programs' machinery
+
+    return cli.main(argv, _define_flags, _work)
 
 
 if __name__ == "__main__":
-    main()
+    from swinjax import cli
+
+    cli.run_program(_define_flags, _work)

@@ -30,7 +30,7 @@ import optax
 from flax import traverse_util
 
 SCHEDULES = ("constant", "warmup_cosine")
-# Config keys read here (``default_optim_config`` sets them all).
+# Config keys read here (defined, with their defaults, in ``swinjax.config.KEYS``).
 OPTIM_KEYS = (
     "learning_rate",
     "weight_decay",
@@ -66,34 +66,11 @@ HPARAM_KEYS = (
 # ----------------------------------------------------------------------------------- config
 
 
-def default_optim_config() -> ml_collections.ConfigDict:
-    """The Keras seed recipe's optimizer: AdamW 1e-3 / 1e-4, label smoothing 0.1, constant LR."""
-    c = ml_collections.ConfigDict()
-    c.learning_rate = 1e-3  # peak learning rate
-    c.weight_decay = 1e-4  # decoupled, multiplied by the learning rate (optax and Keras alike)
-    c.label_smoothing = 0.1  # targets one_hot * (1 - s) + s / K
-    c.seed = 0  # parameters, dropout and augmentation
-    c.num_epochs = 40
-    c.schedule = "constant"  # or "warmup_cosine"
-    c.warmup_epochs = 0.0  # warmup_cosine: linear warmup over this many epochs
-    c.min_lr = 0.0  # warmup_cosine: the learning rate the cosine ends at
-    c.grad_clip_norm = 0.0  # > 0: clip gradients to this global norm; 0: no clipping
-    c.decay_all = False  # True: decay biases, norms and position tables too (Keras)
-    c.b1 = 0.9
-    c.b2 = 0.999
-    c.adam_eps = 1e-8  # Keras' default is 1e-7
-    c.adam_eps_keras = False  # True: epsilon added to the uncorrected sqrt(v), as Keras does
-    return c
-
-
 def validate_optim_config(c: ml_collections.ConfigDict) -> None:
     """Raises ValueError naming the key and the fix for any value that cannot train."""
     missing = [k for k in OPTIM_KEYS if k not in c]
     if missing:
-        raise ValueError(
-            f"config lacks {missing}; start from swinjax.config.base_config() "
-            "(or merge in steps.default_optim_config())"
-        )
+        raise ValueError(f"config lacks {missing}; start from swinjax.config.base_config()")
 
     def bad(key: str, rule: str) -> ValueError:
         return ValueError(f"config.{key}={c[key]!r}: {rule}")

@@ -1,16 +1,18 @@
 """Figures: the per-epoch history and a grid of test predictions (training), validation
-accuracy against each swept value (sweeps)."""
+accuracy against each swept value (sweeps).
+
+Figures are ``matplotlib.figure.Figure`` objects written straight to PNG files (Agg, through
+``Figure.savefig``): pyplot and the process-wide backend are never touched, so importing or
+using this module in a notebook leaves its plotting as it was.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display is needed or wanted
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 
 def plot_history(epochs: Sequence[dict], path: str | Path) -> Path:
@@ -19,7 +21,8 @@ def plot_history(epochs: Sequence[dict], path: str | Path) -> Path:
     ``epochs``: one dict per epoch with ``epoch`` and any of ``train_loss``, ``val_loss``,
     ``train_top1``, ``val_top1``.
     """
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     x = [e["epoch"] for e in epochs]
     for ax, metric, title in ((ax_loss, "loss", "loss"), (ax_acc, "top1", "top-1 accuracy")):
         for split, style in (("train", "-o"), ("val", "-s")):
@@ -31,46 +34,39 @@ def plot_history(epochs: Sequence[dict], path: str | Path) -> Path:
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_predictions(
-    images_NHWC: np.ndarray,
-    labels_N: np.ndarray,
+    images_EHWC: np.ndarray,
+    labels_E: np.ndarray,
     predicted_N: np.ndarray,
     class_names: Sequence[str] | None,
     path: str | Path,
     columns: int = 6,
 ) -> Path:
     """A grid of images titled "true / predicted" (green when right, red when wrong)."""
-    n = len(images_NHWC)
+    n = len(images_EHWC)
     rows = max(1, -(-n // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(1.8 * columns, 2.0 * rows), squeeze=False)
+    fig = Figure(figsize=(1.8 * columns, 2.0 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
     names = list(class_names) if class_names else None
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= n:
             continue
-        img = np.asarray(images_NHWC[i])
+        img = np.asarray(images_EHWC[i])
         if img.dtype != np.uint8:
             img = np.clip(img, 0.0, 1.0)
         ax.imshow(
             img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None
         )
-        true, pred = int(labels_N[i]), int(predicted_N[i])
+        true, pred = int(labels_E[i]), int(predicted_N[i])
         label = lambda k: names[k] if names and k < len(names) else str(k)
         ax.set_title(
             f"{label(true)} / {label(pred)}", fontsize=7, color="green" if true == pred else "red"
         )
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_sweep(results: Sequence[dict], keys: Sequence[str], path: str | Path) -> Path:
@@ -80,7 +76,8 @@ def plot_sweep(results: Sequence[dict], keys: Sequence[str], path: str | Path) -
     score (diverged in the first epoch) are drawn as crosses at 0. Numeric values spanning a
     factor of 10 or more (all positive) get a log axis; other values are categories.
     """
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.6), squeeze=False)
+    fig = Figure(figsize=(4.5 * len(keys), 3.6))
+    axes = fig.subplots(1, len(keys), squeeze=False)
     for ax, key in zip(axes[0], keys, strict=True):
         values = [r["point"][key] for r in results]
         scores = [r.get("best_val_top1") for r in results]
@@ -105,8 +102,11 @@ def plot_sweep(results: Sequence[dict], keys: Sequence[str], path: str | Path) -
         ax.set_ylabel("validation top-1 (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

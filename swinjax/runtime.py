@@ -1,25 +1,34 @@
-"""Process settings the package makes for speed. Neither changes any result.
+"""Process settings for speed, applied only by an explicit call: :func:`configure`.
 
-1. An XLA flag, added to ``XLA_FLAGS`` when ``swinjax`` is imported. On the CPU, XLA hands
-   matrix products and reductions to the YNNPACK library by default. For reductions whose input
-   is a broadcast product (the small-window attention's q * k summed over the head dimension) a
-   YNNPACK reduction needs its operands in memory, so XLA materialises the broadcast, 16x the
-   size of q (keras_example: ~100 ms of a ~1 s step on one core). Keeping YNNPACK for products
-   and convolutions lets XLA fuse those reductions into loops. Added only for the jaxlib
-   versions it was measured with and only if the user has not set the same flag. XLA reads it
-   when JAX starts its backends: a process that ran JAX computations before importing swinjax
-   runs without it.
+Importing ``swinjax`` changes nothing in the process. The command-line programs
+(``python -m swinjax.train/eval/bench/sweep``) call :func:`configure` first thing; a notebook or
+script that wants the same speed calls it before its first JAX computation::
+
+    import swinjax.runtime
+    swinjax.runtime.configure(restart=False)   # XLA flags only; no restart of a notebook kernel
+
+Neither setting changes any result.
+
+1. An XLA flag, added to ``XLA_FLAGS``. On the CPU, XLA hands matrix products and reductions to
+   the YNNPACK library by default. For reductions whose input is a broadcast product (the
+   small-window attention's q * k summed over the head dimension) a YNNPACK reduction needs its
+   operands in memory, so XLA materialises the broadcast, 16x the size of q (keras_example:
+   ~100 ms of a ~1 s step on one core). Keeping YNNPACK for products and convolutions lets XLA
+   fuse those reductions into loops. Added only for the jaxlib versions it was measured with and
+   only if the user has not set the same flag. XLA reads it when JAX starts its backends: called
+   after the first JAX computation, it has no effect (and says so).
 2. Transparent huge pages for the C heap. XLA's CPU runtime takes its buffers from ``malloc``;
    with 4 KiB pages every step touches tens of thousands of fresh pages (the keras_example
    activations alone are 32 MiB each). glibc >= 2.35 backs its allocations with 2 MiB pages when
    started with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``; measured on the 2-core development
    VM, keras_example trains ~20% faster (330 -> 400 images/s) and evaluates ~20% faster. The
-   variable must be set before the process starts, so the command-line programs
-   (``python -m swinjax.train/eval/bench/sweep``) re-execute themselves once with it set, where
-   it is not set already, the C library is glibc >= 2.35 and the kernel's transparent huge pages
-   are enabled (``always`` or ``madvise``).
+   variable must be set before the process starts, so ``configure(restart=True)`` (what the
+   command-line programs do) re-executes the process once with it set, where it is not set
+   already, the C library is glibc >= 2.35 and the kernel's transparent huge pages are enabled
+   (``always`` or ``madvise``). To get it without a restart, start Python with the variable set.
 
-``SWINJAX_RUNTIME_TUNING=0`` turns both off.
+``SWINJAX_RUNTIME_TUNING=0`` in the environment turns both off. TensorFlow's C++ log level
+(``TF_CPP_MIN_LOG_LEVEL``, TensorFlow runs under tfds) is set to warnings-and-above unless set.
 """
 
 from __future__ import annotations
@@ -46,6 +55,27 @@ def _jaxlib_version() -> str:
         return metadata.version("jaxlib")
     except metadata.PackageNotFoundError:
         return ""
+
+
+def configure(*, restart: bool = True) -> list[str]:
+    """Applies the speed settings of the module docstring to this process; returns the XLA flags
+    it added. ``restart=True`` may re-execute the process (same command line) once, to start it
+    with huge pages: for command-line programs, before they do anything else."""
+    if not _enabled():
+        return []
+    if restart:
+        reexec_with_hugepages()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if _backends_started():
+        logging.warning("runtime.configure() after JAX started its backends: XLA flags unchanged")
+        return []
+    return apply_xla_flags()
+
+
+def _backends_started() -> bool:
+    from jax._src import xla_bridge  # no public API tells whether backends exist yet
+
+    return xla_bridge.backends_are_initialized()
 
 
 def apply_xla_flags() -> list[str]:

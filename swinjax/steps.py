@@ -1,14 +1,18 @@
 """Train state, loss, metrics and the jitted step functions.
 
 ``train_step(state, batch) -> (state, metrics)`` and ``eval_step(state, batch) -> sums`` are
-module-level functions, jitted once, the train state donated. Everything a sweep varies (peak
-and final learning rate, schedule lengths, weight decay, label smoothing, Adam's betas and
-epsilon, the clipping norm, the seed) lives in the state as float32 arrays (``state.hparams``)
-or a PRNG key (``state.rng``), never as Python constants in the trace, so a sweep over them
-reuses one compiled ``train_step``. What selects code is static (``pytree_node=False``): the
-model, the optax transformation (its only choice is the decay mask), the schedule's shape and
-the augmentation. ``_train_step`` is the same function unjitted, branch-free on hparams, to
-``jax.vmap`` over a population of states: ``jax.vmap(_train_step, in_axes=(0, None))``.
+module-level functions, jitted once under their own names (``jit(train_step)`` in compile logs and
+profiles), the train state donated. Everything a sweep varies (peak and final learning rate,
+schedule lengths, weight decay, label smoothing, Adam's betas and epsilon, the clipping norm, the
+seed) lives in the state as float32 arrays (``state.hparams``) or a PRNG key (``state.rng``), never
+as Python constants in the trace, so a sweep over them reuses one compiled ``train_step``. What
+selects code is static (``pytree_node=False``): the model, the optax transformation (its only
+choice is the decay mask), the schedule's shape and the augmentation.
+
+A population is a leading axis: a state whose leaves are stacked ``[P, ...]``
+(:func:`swinjax.population.stack`) goes through the same ``train_step`` / ``eval_step``, which
+map the one-model step over the members (``jax.vmap``), the batch shared; metrics and sums then
+have shape ``[P]``.
 
 The optimizer recipe (AdamW as optax and Keras define it, the decay mask, the schedule, the
 config keys and their validation) is in :mod:`swinjax.optim`; its public names are re-exported
@@ -21,6 +25,7 @@ bit for bit what an uninterrupted one would.
 
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import Any
 
@@ -38,7 +43,6 @@ from swinjax.optim import (  # noqa: F401  (re-exported: steps.* is the training
     OPTIM_KEYS,
     SCHEDULES,
     decay_mask,
-    default_optim_config,
     learning_rate_at,
     make_optimizer,
     validate_optim_config,
@@ -181,8 +185,9 @@ def _inputs(state: TrainState, images: jax.Array) -> jax.Array:
 # -------------------------------------------------------------------------------- the steps
 
 
-def _train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
-    """One AdamW step on ``batch = {"image": uint8 or [0, 1] float [B, H, W, C], "label": [B]}``.
+def _one_train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
+    """One AdamW step of one model on ``batch = {"image": uint8 or [0, 1] float [B, H, W, C],
+    "label": [B]}``.
 
     The batch is augmented here, on the device (``state.augment_mode``); metrics are float32
     scalars: ``loss``, ``top1``, ``top5``, ``learning_rate`` and ``grad_norm`` (before clipping).
@@ -223,10 +228,16 @@ def _train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainSt
     return new_state, jax.tree.map(lambda m: m.astype(jnp.float32), metrics)
 
 
-train_step = jax.jit(_train_step, donate_argnums=0)
+@functools.partial(jax.jit, donate_argnums=0)
+def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
+    """One AdamW step on ``batch``; for a population (``state.step`` of shape ``[P]``) one step of
+    every member on the same batch, metrics ``[P]``. See :func:`_one_train_step`."""
+    if state.step.ndim:
+        return jax.vmap(_one_train_step, in_axes=(0, None))(state, batch)
+    return _one_train_step(state, batch)
 
 
-def _eval_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+def _one_eval_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
     """SUMS over the real rows (``mask`` = 1; no mask: all rows) of ``loss`` (with the training
     label smoothing, as Keras reports it), ``top1``, ``top5``, and their ``count``: add them up
     over batches and divide once, exact whatever the padding."""
@@ -246,7 +257,12 @@ def _eval_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.
     }
 
 
-eval_step = jax.jit(_eval_step)
+@jax.jit
+def eval_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """Sums over the batch's real rows (see :func:`_one_eval_step`); ``[P]`` for a population."""
+    if state.step.ndim:
+        return jax.vmap(_one_eval_step, in_axes=(0, None))(state, batch)
+    return _one_eval_step(state, batch)
 
 
 @jax.jit

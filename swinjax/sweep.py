@@ -1,14 +1,15 @@
 """Hyperparameter sweeps: ``python -m swinjax.sweep --config experiments/SWEEP.py --workdir DIR``.
 
 The config file is a training config plus a ``sweep`` section (:mod:`swinjax.search`). Each
-point trains from scratch with the building blocks of ``swinjax.train``
-(``steps.create_train_state``, the jitted ``steps.train_step``, ``evaluation.evaluate`` on the
-validation split after every epoch), without checkpoints: a point is the unit of resumption.
+point trains from scratch through the training loop of :mod:`swinjax.loop` (the one
+``swinjax.train`` runs) and is scored with ``evaluation.evaluate`` on the validation split after
+every epoch, without checkpoints: a point is the unit of resumption.
 
 - ``sweep.execution = "sequential"``: one point after another through ``steps.train_step``.
   Points that differ only in array hyperparameters or the seed share its one compiled program.
-- ``"population"``: K points (all, or ``sweep.population_size`` at a time) stacked into one
-  state and trained by the vmapped ``population.train_step``, each batch shared by all K.
+- ``"population"``: P points (all, or ``sweep.population_size`` at a time) stacked into one
+  state (:func:`swinjax.population.stack`) and trained by the same ``steps.train_step``, which
+  maps over the members, each batch shared by all P.
 
 Both modes draw the data order from the base config's ``seed``; a swept ``seed`` changes the
 initialization, dropout and augmentation. So the two modes train the same models.
@@ -24,44 +25,20 @@ import dataclasses
 import hashlib
 import json
 import math
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import jax
 import ml_collections
-import numpy as np
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags, logging
 from tqdm import tqdm
 
-from swinjax import data, evaluation, plots, population, runtime, search, steps
-from swinjax.config import build_model, training_steps
+from swinjax import cli, data, evaluation, loop, parallel, plots, population, search, steps
+from swinjax import config as config_lib
 
-FLAGS = flags.FLAGS
 RESULTS_FILE = "results.jsonl"
 CONFIG_FILE = "sweep_config.json"
-# Keys a sweep never reads (or that only change how it logs): they may differ on a re-run.
-IGNORED_KEYS = frozenset(
-    {
-        "data_dir",
-        "test_split",
-        "log_every_steps",
-        "progress_bar",
-        "checkpoint_every_epochs",
-        "keep_checkpoints",
-        "num_sample_images",
-        "eval_batch_size",
-    }
-)
-
-
-def define_flags() -> None:
-    """Command-line flags, defined only when run as a program (modules stay importable together)."""
-    config_flags.DEFINE_config_file("config", None, "sweep config file", lock_config=True)
-    flags.DEFINE_string("workdir", None, "directory for results.jsonl and sweep.png")
 
 
 # -------------------------------------------------------------------------------- the sweep
@@ -82,7 +59,9 @@ def run_sweep(
     _check_workdir(workdir, base, keys)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / CONFIG_FILE).write_text(
-        json.dumps({"base": _flat(base), "sweep": sweep.to_dict()}, indent=2, default=str)
+        json.dumps(
+            {"base": config_lib.flatten(base), "sweep": sweep.to_dict()}, indent=2, default=str
+        )
     )
 
     digests = [config_digest(search.point_config(base, p)) for p in points]
@@ -109,121 +88,101 @@ def train_points(
     execution: str,
     log: Callable[[str], None] = tqdm.write,
 ) -> list[dict[str, Any]]:
-    """Trains ``points`` (one, or a population of K in population mode) from scratch, validating
+    """Trains ``points`` (one, or a population of P in population mode) from scratch, validating
     after every epoch; returns one result dict per point (the ``results.jsonl`` record)."""
     t0 = time.perf_counter()
     configs = [search.point_config(base, p) for p in points]
     config = configs[0]  # what shapes the program: the same for every member of a population
     train_split = data.load_split(config, config.train_split)
     val_split = data.load_split(config, config.val_split)
-    model = build_model(config, train_split)
-    steps_per_epoch, total_steps = training_steps(config, train_split.num_examples)
+    model = config_lib.build_model(config, train_split)
+    steps_per_epoch, total_steps = config_lib.training_steps(config, train_split.num_examples)
     states = [steps.create_train_state(c, model, steps_per_epoch=steps_per_epoch) for c in configs]
-    if execution == "population":
-        state, step_fn, eval_fn = population.stack(states), population.train_step, _eval_population
-    else:
-        (state,), step_fn, eval_fn = states, steps.train_step, _eval_single
-    del states  # a population is a copy: the K originals can go
-
+    state = population.stack(states) if execution == "population" else states[0]
+    del states  # a population is a copy: the P originals can go
+    mesh = parallel.make_mesh()
+    state = parallel.replicate(state, mesh)
+    # Both modes read the data in the order of the base seed: a swept seed changes the rest.
+    plan = loop.Plan(
+        train_split, config.batch_size, base.seed, steps_per_epoch, config.num_epochs, total_steps
+    )
     members = [_Member(p) for p in points]
-    eval_batch = config.eval_batch_size or config.batch_size
+    meter = loop.Meter(len(points), on_nonfinite="record")
     name = _format_point(points[0]) if len(points) == 1 else f"population of {len(points)}"
     bar = tqdm(total=total_steps, desc=name, unit="step", disable=not config.progress_bar)
-    step = 0
-    for epoch in range(config.num_epochs):
-        pending = None
-        batches = data.train_batches(train_split, config.batch_size, base.seed, epoch)
-        for batch in data.prefetch_to_device(batches, size=2):
-            state, metrics = step_fn(state, batch)
-            step += 1
-            if pending is not None:  # one step late: the device is already on this step
-                _add_metrics(members, pending, step - 1, bar)
-            pending = metrics
-            bar.update(1)
-            if step >= total_steps:
-                break
-        _add_metrics(members, pending, step, bar)
-        if all(m.diverged_at is not None for m in members):
-            break
-        for m, val in zip(members, eval_fn(state, val_split, eval_batch), strict=True):
-            m.end_epoch(epoch + 1, step, val)
-        if step >= total_steps:
-            break
+    eval_batch = config.eval_batch_size or config.batch_size
+
+    def end_epoch(state: Any, pos: loop.Position) -> bool:
+        if meter.all_diverged:
+            return True
+        scores = evaluation.evaluate(state, val_split, eval_batch, mesh)
+        scores = scores if isinstance(scores, list) else [scores]
+        for i, (m, val) in enumerate(zip(members, scores, strict=True)):
+            m.end_epoch(pos.epoch, pos.step, meter.means(i), val, meter.diverged_at[i])
+        return False
+
+    state, pos, _ = loop.run(
+        state,
+        plan,
+        loop.Position(),
+        meter,
+        end_epoch=end_epoch,
+        actions=[lambda step: _show(bar, meter)],
+        sharding=parallel.batch_sharding(mesh),
+    )
     bar.close()
     seconds = time.perf_counter() - t0
     results = []
-    for m, c in zip(members, configs, strict=True):
-        result = m.result(step, seconds, execution, len(points), config_digest(c))
+    for m, c, diverged in zip(members, configs, meter.diverged_at, strict=True):
+        result = m.result(pos.step, seconds, execution, len(points), config_digest(c), diverged)
         results.append(result)
         log(
             f"{_format_point(m.point)}: {result['status']}, best val top-1 "
-            f"{_format(result['best_val_top1'])} ({step} steps, {seconds:.1f} s)"
+            f"{_format(result['best_val_top1'])} ({pos.step} steps, {seconds:.1f} s)"
         )
     return results
 
 
-def _eval_single(state: steps.TrainState, split: data.Split, batch: int) -> list[dict]:
-    return [evaluation.evaluate(state, split, batch)]
-
-
-def _eval_population(state: steps.TrainState, split: data.Split, batch: int) -> list[dict]:
-    return population.evaluate(state, split, batch)
-
-
-def _add_metrics(members: list[_Member], metrics: dict, step: int, bar: tqdm) -> None:
-    """Fetches one step's metrics (scalars, or ``[K]`` for a population) into the members."""
-    fetched = {k: np.atleast_1d(np.asarray(v)) for k, v in jax.device_get(metrics).items()}
-    for i, m in enumerate(members):
-        m.add({k: float(v[i]) for k, v in fetched.items()}, step)
-    live = [float(fetched["loss"][i]) for i, m in enumerate(members) if m.diverged_at is None]
+def _show(bar: tqdm, meter: loop.Meter) -> None:
+    """One step on the bar, with the loss of every member still training."""
+    live = [v for v, d in zip(meter.last["loss"], meter.diverged_at, strict=True) if d is None]
     if live:
         bar.set_postfix(loss=" ".join(f"{v:.3f}" for v in live))
+    bar.update(1)
 
 
 @dataclasses.dataclass
 class _Member:
-    """One point's record while it trains: running train sums, per-epoch history, divergence."""
+    """One point's per-epoch history while it trains."""
 
     point: search.Point
     history: list[dict[str, float]] = dataclasses.field(default_factory=list)
-    sums: dict[str, float] = dataclasses.field(default_factory=dict)
-    count: int = 0
-    diverged_at: int | None = None  # the first step whose metrics were NaN or infinite
 
-    def add(self, metrics: dict[str, float], step: int) -> None:
-        if self.diverged_at is not None:
-            return
-        if not all(math.isfinite(v) for v in metrics.values()):
-            self.diverged_at = step
-            return
-        for k, v in metrics.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
-        self.count += 1
-
-    def end_epoch(self, epoch: int, step: int, val: dict[str, float]) -> None:
-        if self.diverged_at is not None:
+    def end_epoch(
+        self, epoch: int, step: int, train: dict, val: dict, diverged_at: int | None
+    ) -> None:
+        if diverged_at is not None:
             return
         record = {"epoch": epoch, "step": step}
-        record.update({f"train_{k}": self.sums[k] / self.count for k in ("loss", "top1")})
+        record.update({f"train_{k}": train[k] for k in ("loss", "top1")})
         record.update({f"val_{k}": val[k] for k in ("loss", "top1", "top5")})
         self.history.append(record)
-        self.sums, self.count = {}, 0
 
     def result(
-        self, step: int, seconds: float, execution: str, size: int, digest: str
+        self, step: int, seconds: float, execution: str, size: int, digest: str, diverged_at: Any
     ) -> dict[str, Any]:
         best = max(self.history, key=lambda r: r["val_top1"], default={})  # earliest of ties
-        last = self.history[-1] if self.history and self.diverged_at is None else {}
+        last = self.history[-1] if self.history and diverged_at is None else {}
         return {
             "point": self.point,
-            "status": "ok" if self.diverged_at is None else "diverged",
+            "status": "ok" if diverged_at is None else "diverged",
             "best_val_top1": best.get("val_top1"),
             "best_val_top5": best.get("val_top5"),
             "best_val_loss": best.get("val_loss"),
             "best_epoch": best.get("epoch"),
             "final_loss": last.get("train_loss"),
             "steps": step,
-            "diverged_at_step": self.diverged_at,
+            "diverged_at_step": diverged_at,
             "seconds": seconds,
             "execution": execution,
             "population_size": size,
@@ -239,41 +198,29 @@ def _chunks(points: list[search.Point], size: int) -> list[list[search.Point]]:
 # ------------------------------------------------------------------------------ the workdir
 
 
-def _flat(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """The config as one flat JSON-able dict, sub-configs as dotted keys (``model_kwargs.X``)."""
-    flat: dict[str, Any] = {}
-    for key, value in json.loads(config.to_json_best_effort()).items():
-        if isinstance(value, dict):
-            flat.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            flat[key] = value
-    return flat
-
-
 def config_digest(config: ml_collections.ConfigDict) -> str:
-    """A fingerprint of everything that shapes a point's result (``IGNORED_KEYS`` left out)."""
-    flat = {k: v for k, v in _flat(config).items() if k not in IGNORED_KEYS}
-    return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:16]
+    """A fingerprint of everything that shapes a point's result (``SWEEP_IGNORED`` left out)."""
+    flat = config_lib.flatten(config)
+    kept = {k: v for k, v in flat.items() if k.split(".")[0] not in config_lib.SWEEP_IGNORED}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _check_workdir(workdir: Path, base: ml_collections.ConfigDict, keys: list[str]) -> None:
     """Refuses a workdir that is not a directory, or holds a sweep over another base config
-    (keys the new sweep varies, and ``IGNORED_KEYS``, may differ)."""
+    (keys the new sweep varies, and ``config.SWEEP_IGNORED``, may differ)."""
     if workdir.exists() and not workdir.is_dir():
         raise ValueError(f"--workdir {workdir} exists and is not a directory; pick another path")
-    saved = workdir / CONFIG_FILE
-    if not saved.is_file():
+    saved = config_lib.saved_config(workdir / CONFIG_FILE)
+    if saved is None:
         if (workdir / RESULTS_FILE).exists():
             raise ValueError(f"--workdir {workdir} has {RESULTS_FILE} but no {CONFIG_FILE}")
         return
-    old, new = json.loads(saved.read_text())["base"], _flat(base)
-    skip = IGNORED_KEYS | set(keys)
-    changed = sorted(k for k in set(old) | set(new) if k not in skip and old.get(k) != new.get(k))
-    if changed:
-        diffs = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+    diff = config_lib.diff_configs(saved["base"], base, config_lib.SWEEP_IGNORED | set(keys))
+    if diff:
         raise ValueError(
-            f"--workdir {workdir} holds sweep results of a different base config ({diffs}); "
-            "use a new --workdir, or that base config to add points to the sweep"
+            f"--workdir {workdir} holds sweep results of a different base config "
+            f"({config_lib.describe_diff(diff)}); use a new --workdir, or that base config to "
+            "add points to the sweep"
         )
 
 
@@ -353,22 +300,22 @@ def summary_table(results: list[dict[str, Any]], keys: list[str]) -> str:
     return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if FLAGS.workdir is None or FLAGS.config is None:
-        raise app.UsageError("both --config and --workdir are required")
-    logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
-    try:
-        results = run_sweep(FLAGS.config, FLAGS.workdir)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    best = results[0]
-    print(json.dumps({k: best[k] for k in ("point", "best_val_top1", "best_val_top5")}))
+def define_flags(fv: flags.FlagValues) -> None:
+    cli.config_flag(fv, "sweep config file: a training config with a `sweep` section")
+    flags.DEFINE_string(
+        "workdir", None, "directory for results.jsonl and sweep.png", flag_values=fv
+    )
+
+
+def main(argv: list[str]) -> int:
+    """``python -m swinjax.sweep`` with ``argv``; returns the exit status (see swinjax.cli)."""
+    return cli.main(argv, define_flags, _work, required=("config", "workdir"))
+
+
+def _work(fv: flags.FlagValues) -> dict[str, Any]:
+    best = run_sweep(fv.config, fv.workdir)[0]
+    return {k: best[k] for k in ("point", "best_val_top1", "best_val_top5")}
 
 
 if __name__ == "__main__":
-    runtime.reexec_with_hugepages()
-    define_flags()
-    app.run(main)
+    cli.run_program(define_flags, _work, required=("config", "workdir"))

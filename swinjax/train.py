@@ -1,52 +1,285 @@
-"""Training loop: ``python -m swinjax.train --config experiments/NAME.py --workdir DIR``.
+"""Training: ``python -m swinjax.train --config experiments/NAME.py --workdir DIR``.
 
 Override any config key on the command line: ``--config.num_epochs=5 --config.data_dir=DIR``.
 Re-running the same command on the same workdir resumes from its latest checkpoint; data order
-and randomness continue as if the run had never stopped. SIGTERM/SIGINT save a checkpoint and
-exit cleanly.
+and randomness continue as if the run had never stopped. A re-run may change only the keys that
+do not change the computation (``config.RESUMABLE``); a changed ``num_epochs`` extends (or
+shortens) the run, and the learning-rate schedule is re-planned for the new length from the
+current step on (said at start).
 
-The loop is thin: the jitted, module-level ``steps.train_step`` / ``steps.eval_step`` do the
-work; metrics are fetched one step late so that the host never waits on the device. Training is
-data parallel over every device (:mod:`swinjax.parallel`): batches split across a 1-D mesh, the
-state replicated; ``--config.distributed=True`` makes it one process of a multi-host run.
+SIGTERM/SIGINT save a checkpoint at the next step and exit cleanly; in a multi-host run
+(``--config.distributed=True``) every process stops and saves at the same step, agreed through
+JAX's preemption sync point. Checkpoints are written in the background while training goes on.
+
+The loop itself is :mod:`swinjax.loop` (shared with sweeps and the benchmark); this module sets a
+run up, decides what happens at the end of each epoch (validation, metrics, checkpoint) and at the
+end (plots, test evaluation, sample predictions).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import jax
 import ml_collections
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags
 from tqdm import tqdm
 
-from swinjax import checkpoint, data, evaluation, parallel, plots, runtime, steps
-from swinjax.config import build_model, check_resumable, training_steps, validate_config
-
-FLAGS = flags.FLAGS
+from swinjax import checkpoint, cli, data, evaluation, loop, parallel, plots, steps, writers
+from swinjax import config as config_lib
 
 
-def define_flags() -> None:
-    """Command-line flags, defined only when run as a program (modules stay importable together)."""
-    config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
-    flags.DEFINE_string("workdir", None, "directory for checkpoints, logs and plots")
+@dataclasses.dataclass
+class _Run:
+    """What a training run is made of, once set up."""
+
+    config: ml_collections.ConfigDict
+    workdir: Path
+    mesh: Any
+    splits: dict[str, data.Split]
+    plan: loop.Plan
+    ckpt: checkpoint.Checkpointer
+    writer: Any
+    main_process: bool
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self.config.eval_batch_size or self.config.batch_size
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """Trains (or resumes) the run in ``workdir``; returns the final metrics."""
+    run, state, start = _set_up(config, Path(workdir))
+    progress = _Progress(run)
+    meter = loop.Meter()
+    try:
+        with _StopRequest(enabled=not jax.distributed.is_initialized()) as stop:
+
+            def should_stop(step: int) -> str | None:
+                if not stop.enabled:  # multi-host: every process stops at the agreed step
+                    return "preemption" if run.ckpt.reached_preemption(step) else None
+                return stop.reason()
+
+            state, pos, reason = loop.run(
+                state,
+                run.plan,
+                start,
+                meter,
+                start_epoch=progress.start_epoch,
+                end_epoch=lambda s, p: _end_epoch(run, s, p, meter, progress),
+                actions=_actions(run, meter, progress),
+                should_stop=should_stop,
+                sharding=parallel.batch_sharding(run.mesh),
+            )
+        progress.close()
+        if reason is not None:  # stopped before the plan's end: keep the position
+            _save(run, state, pos)
+        return _finish(run, state, pos, reason)
+    finally:
+        run.writer.close()
+        run.ckpt.close()  # waits for a save in flight
+
+
+def _set_up(config: ml_collections.ConfigDict, workdir: Path) -> tuple[_Run, Any, loop.Position]:
+    """Validates everything, loads the data, builds or restores the state. Fails before
+    anything is written if the config, the workdir or the data are wrong."""
+    config_lib.validate_config(config)
+    parallel.initialize_distributed(config.distributed)  # before any device use
+    mesh = parallel.make_mesh()  # every device of every process
+    parallel.check_batch_size(config.batch_size, mesh.size)
+    check_workdir(workdir, config)  # a different run in this workdir is an error, not overwritten
+    splits = data.load_splits(config)  # fails here, before compiling, if the dataset is missing
+    train_split = splits["train"]
+    model = config_lib.build_model(config, train_split)
+    steps_per_epoch, total_steps = config_lib.training_steps(config, train_split.num_examples)
+    plan = loop.Plan(
+        train_split,
+        config.batch_size,
+        config.seed,
+        steps_per_epoch,
+        config.num_epochs,
+        total_steps,
+    )
+    main_process = parallel.is_main_process()
+    workdir.mkdir(parents=True, exist_ok=True)
+    if main_process:
+        checkpoint.save_config(workdir, config)
+    state = steps.create_train_state(config, model, steps_per_epoch=steps_per_epoch)
+    state = parallel.replicate(state, mesh)  # restored checkpoints take the template's sharding
+    ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints)
+    writer = writers.create_writer(workdir, enabled=main_process)
+    run = _Run(config, workdir, mesh, splits, plan, ckpt, writer, main_process)
+    state, start = _restore(run, state)
+    return run, state, start
+
+
+def check_workdir(workdir: Path, config: ml_collections.ConfigDict) -> None:
+    """Refuses a path that is not a directory, or a workdir holding another run's config
+    (only :data:`swinjax.config.RESUMABLE` keys may differ); nothing there is overwritten."""
+    if workdir.exists() and not workdir.is_dir():
+        raise ValueError(f"--workdir {workdir} exists and is not a directory; pick another path")
+    old = config_lib.saved_config(workdir / checkpoint.CONFIG_FILE)
+    diff = config_lib.diff_configs(old, config, config_lib.RESUMABLE) if old else {}
+    if diff:
+        raise ValueError(
+            f"--workdir {workdir} holds a run with a different config "
+            f"({config_lib.describe_diff(diff)}); use a new --workdir, or the same config to "
+            "resume it"
+        )
+
+
+def _restore(run: _Run, state: Any) -> tuple[Any, loop.Position]:
+    """The latest checkpoint's state and position, or ``state`` at the start; a changed run
+    length re-plans the schedule (``hparams["total_steps"]``) from the current step on."""
+    restored = run.ckpt.restore_latest(state, report=tqdm.write)
+    if restored is None:
+        return state, loop.Position()
+    state, meta = restored
+    step = int(jax.device_get(state.step))
+    tqdm.write(f"resumed from step {step} (epoch {meta['epoch']}, batch {meta['epoch_step']})")
+    planned = run.plan.steps_per_epoch * run.plan.num_epochs
+    before = int(jax.device_get(state.hparams["total_steps"]))
+    if before != planned:
+        hparams = dict(state.hparams, total_steps=jax.numpy.float32(planned))
+        state = state.replace(hparams=parallel.replicate(hparams, run.mesh))
+        tqdm.write(
+            f"num_epochs is now {run.plan.num_epochs}: the {state.schedule!r} schedule is "
+            f"re-planned for {planned} steps (was {before}); from step {step} on the learning "
+            f"rate follows the {planned}-step schedule"
+        )
+    return state, loop.Position(step, meta["epoch"], meta["epoch_step"])
+
+
+def _end_epoch(run: _Run, state: Any, pos: loop.Position, meter: loop.Meter, progress: Any) -> bool:
+    """Validation, the epoch's metrics, a checkpoint at the configured cadence."""
+    progress.end_epoch()
+    record = {f"train_{k}": v for k, v in meter.means().items() if k != "learning_rate"}
+    record["epoch_seconds"] = progress.epoch_seconds
+    if "val" in run.splits:
+        t0 = time.perf_counter()
+        val = evaluation.evaluate(state, run.splits["val"], run.eval_batch_size, run.mesh)
+        record.update({f"val_{k}": v for k, v in val.items() if k != "num_examples"})
+        record["val_seconds"] = time.perf_counter() - t0
+    record["epoch"] = pos.epoch
+    run.writer.write_scalars(pos.step, writers.with_kind("epoch", record))
+    if run.main_process:
+        tqdm.write(f"epoch {pos.epoch}: {json.dumps({k: round(v, 4) for k, v in record.items()})}")
+    last = pos.epoch >= run.plan.num_epochs or pos.step >= run.plan.total_steps
+    if last or pos.epoch % run.config.checkpoint_every_epochs == 0:
+        best = {"val_top1": record["val_top1"]} if "val_top1" in record else None
+        _save(run, state, pos, best)
+    return False
+
+
+def _save(run: _Run, state: Any, pos: loop.Position, metrics: dict | None = None) -> None:
+    meta = {"epoch": pos.epoch, "epoch_step": pos.epoch_step}
+    run.ckpt.save(pos.step, state, meta, metrics)
+
+
+def _finish(run: _Run, state: Any, pos: loop.Position, reason: str | None) -> dict[str, Any]:
+    """The result; at the end of the plan also the history plot, test score and samples."""
+    if reason is None and run.config.max_steps and pos.step >= run.config.max_steps:
+        reason = "max_steps"
+    result: dict[str, Any] = {"step": pos.step, "epoch": pos.epoch, "stopped_by": reason}
+    if reason not in (None, "max_steps"):
+        tqdm.write(f"stopped by {reason} at step {pos.step}; re-run the same command to resume")
+        return result
+    run.writer.flush()
+    history = writers.read_records(run.workdir, "epoch") if run.main_process else []
+    if history:
+        plots.plot_history(history, run.workdir / "history.png")
+    if "test" in run.splits:
+        test = evaluation.evaluate(state, run.splits["test"], run.eval_batch_size, run.mesh)
+        run.writer.write_scalars(pos.step, writers.with_kind("test", test))
+        result["test"] = test
+        images, labels, predicted = evaluation.predict_samples(  # every process: SPMD
+            state, run.splits["test"], run.config.num_sample_images
+        )
+        if run.main_process:
+            path = run.workdir / "test_samples.png"
+            plots.plot_predictions(images, labels, predicted, run.splits["test"].class_names, path)
+    return result
+
+
+# ------------------------------------------------------------------- progress and signals
+
+
+class _Progress:
+    """A tqdm bar per epoch (loss, top-1, images/s), and the epoch's wall time."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        self.bar: tqdm | None = None
+        self.t0 = time.perf_counter()
+        self.epoch_seconds = 0.0
+        self.steps = 0
+
+    def start_epoch(self, pos: loop.Position) -> None:
+        self.t0, self.steps = time.perf_counter(), 0
+        self.bar = tqdm(
+            total=self.run.plan.steps_per_epoch,
+            initial=pos.epoch_step,
+            desc=f"epoch {pos.epoch + 1}",
+            unit="batch",
+            dynamic_ncols=True,
+            disable=not (self.run.config.progress_bar and self.run.main_process),
+        )
+
+    def __call__(self, meter: loop.Meter) -> None:
+        self.steps += 1
+        seconds = time.perf_counter() - self.t0
+        last = meter.last
+        self.bar.set_postfix(
+            loss=f"{last['loss'][0]:.3f}",
+            top1=f"{last['top1'][0]:.3f}",
+            img_s=f"{self.steps * self.run.plan.batch_size / seconds:.0f}",
+        )
+        self.bar.update(1)
+
+    def end_epoch(self) -> None:
+        self.epoch_seconds = time.perf_counter() - self.t0
+        self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _actions(run: _Run, meter: loop.Meter, progress: _Progress) -> list:
+    """After each fetched step: the progress bar; every ``log_every_steps`` the step's metrics;
+    every minute clu's steps/s and ETA report."""
+    from clu import periodic_actions
+
+    def log_step(step: int, t: float) -> None:
+        values = {k: float(v[0]) for k, v in meter.last.items()}
+        run.writer.write_scalars(step, writers.with_kind("train_step", values))
+
+    every = run.config.log_every_steps
+    return [
+        lambda step: progress(meter),
+        periodic_actions.PeriodicCallback(every_steps=every, callback_fn=log_step),
+        periodic_actions.ReportProgress(num_train_steps=run.plan.total_steps, writer=run.writer),
+    ]
 
 
 class _StopRequest:
-    """SIGTERM/SIGINT set a flag; the loop saves at the next step boundary and leaves."""
+    """SIGTERM/SIGINT set a flag; the loop saves at the next step boundary and leaves. A second
+    signal raises KeyboardInterrupt. ``enabled=False`` (multi-host runs, where JAX's preemption
+    service owns SIGTERM and every process must stop at the same step) installs nothing."""
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
         self.signal: int | None = None
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _StopRequest:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT) if self.enabled else ():
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -56,217 +289,32 @@ class _StopRequest:
             raise KeyboardInterrupt
         self.signal = signum
 
+    def reason(self) -> str | None:
+        return None if self.signal is None else signal.Signals(self.signal).name
+
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
 
-class MetricWriter:
-    """``metrics.jsonl`` (one JSON object a line) plus TensorBoard event files in the workdir.
-
-    ``enabled=False`` (every process but the first of a multi-host run): writes nothing.
-    """
-
-    def __init__(self, workdir: Path, enabled: bool = True):
-        from tensorboardX import SummaryWriter
-
-        self.path = workdir / "metrics.jsonl"
-        self.tb = SummaryWriter(str(workdir / "tensorboard")) if enabled else None
-
-    def write(self, step: int, kind: str, values: dict[str, float]) -> None:
-        if self.tb is None:
-            return
-        record = {"step": int(step), "kind": kind, **{k: float(v) for k, v in values.items()}}
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        for k, v in values.items():
-            self.tb.add_scalar(f"{kind}/{k}", float(v), int(step))
-        self.tb.flush()
-
-    def records(self, kind: str) -> list[dict]:
-        if not self.path.exists():
-            return []
-        rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-        return [r for r in rows if r["kind"] == kind]
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
+# --------------------------------------------------------------------------- the program
 
 
-class _EpochMetrics:
-    """Running sums of one epoch's step metrics, fetched one step late."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.count = 0
-
-    def add(self, pending: dict[str, jax.Array], step: int) -> dict[str, float]:
-        """Fetches step ``step``'s metrics (stopping on NaN/Inf) and adds them up."""
-        fetched = {k: float(v) for k, v in jax.device_get(pending).items()}
-        steps.check_finite(fetched, step)
-        for k, v in fetched.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
-        self.count += 1
-        return fetched
-
-    def means(self) -> dict[str, float]:
-        return {k: v / max(self.count, 1) for k, v in self.sums.items()}
+def define_flags(fv: flags.FlagValues) -> None:
+    cli.config_flag(fv)
+    flags.DEFINE_string(
+        "workdir", None, "directory for checkpoints, logs and plots", flag_values=fv
+    )
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
-    """Trains (or resumes) the run in ``workdir``; returns the final metrics."""
-    validate_config(config)
-    parallel.initialize_distributed(config.get("distributed", False))  # before any device use
-    mesh = parallel.make_mesh()  # every device of every process
-    parallel.check_batch_size(config.batch_size, mesh.size)
-    batch_sharding = parallel.batch_sharding(mesh)
-    main_process = parallel.is_main_process()
-    workdir = Path(workdir)
-    check_resumable(workdir, config)  # a different run in this workdir is an error, not overwritten
-    splits = data.load_splits(config)  # fails here, before compiling, if the dataset is missing
-    train_split = splits["train"]
-    model = build_model(config, train_split)
-    steps_per_epoch, total_steps = training_steps(config, train_split.num_examples)
-
-    workdir.mkdir(parents=True, exist_ok=True)
-    if main_process:
-        checkpoint.save_config(workdir, config)
-    state = steps.create_train_state(config, model, steps_per_epoch=steps_per_epoch)
-    state = parallel.replicate(state, mesh)  # restored checkpoints take the template's sharding
-    ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints)
-    writer = MetricWriter(workdir, enabled=main_process)
-    restored = ckpt.restore_latest(state, report=logging.warning)
-    epoch, epoch_step = 0, 0
-    if restored is not None:
-        state, meta = restored
-        epoch, epoch_step = meta["epoch"], meta["epoch_step"]
-        tqdm.write(f"resumed from step {int(state.step)} (epoch {epoch}, batch {epoch_step})")
-
-    def save(meta_extra: dict | None = None, metrics: dict | None = None) -> None:
-        meta = {"epoch": epoch, "epoch_step": epoch_step, **(meta_extra or {})}
-        ckpt.save(int(jax.device_get(state.step)), state, meta, metrics)
-
-    step = int(jax.device_get(state.step))
-    stopped_by = None
-    with _StopRequest() as stop:
-        while epoch < config.num_epochs and step < total_steps and stopped_by is None:
-            bar = tqdm(
-                total=steps_per_epoch,
-                initial=epoch_step,
-                desc=f"epoch {epoch + 1}",
-                unit="batch",
-                dynamic_ncols=True,
-                disable=not (config.progress_bar and main_process),
-            )
-            meter = _EpochMetrics()
-            pending, t0 = None, time.perf_counter()
-            batches = data.train_batches(
-                train_split,
-                config.batch_size,
-                config.seed,
-                epoch,
-                start_step=epoch_step,
-                process_index=jax.process_index(),
-                process_count=jax.process_count(),
-            )
-            for batch in data.prefetch_to_device(batches, size=2, sharding=batch_sharding):
-                state, metrics = steps.train_step(state, batch)
-                step += 1
-                epoch_step += 1
-                if pending is not None:  # one step late: the device is already on this step
-                    fetched = meter.add(pending, step - 1)
-                    seen = meter.count * config.batch_size
-                    if (step - 1) % config.log_every_steps == 0:
-                        writer.write(step - 1, "train_step", fetched)
-                    bar.set_postfix(
-                        loss=f"{fetched['loss']:.3f}",
-                        top1=f"{fetched['top1']:.3f}",
-                        img_s=f"{seen / (time.perf_counter() - t0):.0f}",
-                    )
-                pending = metrics
-                bar.update(1)
-                if stop.signal is not None:
-                    stopped_by = signal.Signals(stop.signal).name
-                    break
-                if step >= total_steps:
-                    stopped_by = stopped_by or ("max_steps" if config.max_steps > 0 else None)
-                    break
-            if pending is not None:
-                meter.add(pending, step)
-            bar.close()
-            if epoch_step < steps_per_epoch:  # interrupted mid-epoch: save the position
-                save()
-                break
-            seconds = time.perf_counter() - t0
-            train_means = meter.means()
-            epoch, epoch_step = epoch + 1, 0
-            record = {f"train_{k}": v for k, v in train_means.items() if k != "learning_rate"}
-            record["epoch_seconds"] = seconds
-            if "val" in splits:
-                t_val = time.perf_counter()
-                val = evaluation.evaluate(
-                    state, splits["val"], config.eval_batch_size or config.batch_size, mesh
-                )
-                record.update({f"val_{k}": v for k, v in val.items() if k != "num_examples"})
-                record["val_seconds"] = time.perf_counter() - t_val
-            record["epoch"] = epoch
-            writer.write(step, "epoch", record)
-            if main_process:
-                summary = json.dumps({k: round(v, 4) for k, v in record.items()})
-                tqdm.write(f"epoch {epoch}: {summary}")
-            last = epoch >= config.num_epochs or step >= total_steps
-            if last or epoch % config.checkpoint_every_epochs == 0:
-                best = {"val_top1": record["val_top1"]} if "val_top1" in record else None
-                save(metrics=best)
-
-    result: dict[str, Any] = {"step": step, "epoch": epoch, "stopped_by": stopped_by}
-    if stopped_by not in (None, "max_steps"):
-        logging.warning(
-            "stopped by %s at step %d; re-run the same command to resume", stopped_by, step
-        )
-        writer.close()
-        ckpt.close()
-        return result
-    history = writer.records("epoch") if main_process else []
-    if history:
-        plots.plot_history(history, workdir / "history.png")
-    if "test" in splits:
-        test = evaluation.evaluate(
-            state, splits["test"], config.eval_batch_size or config.batch_size, mesh
-        )
-        writer.write(step, "test", test)
-        result["test"] = test
-        images, labels, predicted = evaluation.predict_samples(  # every process: SPMD
-            state, splits["test"], config.num_sample_images
-        )
-        if main_process:
-            plots.plot_predictions(
-                images, labels, predicted, splits["test"].class_names, workdir / "test_samples.png"
-            )
-    writer.close()
-    ckpt.close()
-    return result
+def main(argv: list[str]) -> int:
+    """``python -m swinjax.train`` with ``argv``; returns the exit status (see swinjax.cli)."""
+    return cli.main(argv, define_flags, _work, required=("config", "workdir"))
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if FLAGS.workdir is None or FLAGS.config is None:
-        raise app.UsageError("both --config and --workdir are required")
-    logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
-    try:
-        result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except (ValueError, FileNotFoundError, checkpoint.CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except FloatingPointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(3)
-    print(json.dumps(result, default=float))
+def _work(fv: flags.FlagValues) -> dict[str, Any]:
+    return train_and_evaluate(fv.config, fv.workdir)
 
 
 if __name__ == "__main__":
-    runtime.reexec_with_hugepages()
-    define_flags()
-    app.run(main)
+    cli.run_program(define_flags, _work, required=("config", "workdir"))

@@ -14,13 +14,14 @@ import pytest
 import tensorflow_datasets as tfds
 
 from swinjax import data
+from swinjax.config import base_config
 
 # CI clones the repo into some folder with a copy of shared/ beside it.
 SHARED_TFDS = Path(__file__).resolve().parents[2] / "shared/datasets/tfds"
 
 
 def _config(**overrides) -> ml_collections.ConfigDict:
-    config = data.default_data_config()
+    config = base_config()
     config.update(overrides)
     return config
 
@@ -48,7 +49,7 @@ def no_network(monkeypatch) -> list:
 
 
 def test_default_config_has_the_flat_data_keys() -> None:
-    config = data.default_data_config()
+    config = base_config()
     for key in ("dataset", "data_dir", "train_split", "val_split", "test_split"):
         assert isinstance(config[key], str)
     assert (config.dataset, config.train_split, config.val_split, config.test_split) == (
@@ -66,21 +67,23 @@ def test_cifar100_through_tfds_mock_data(tmp_path, no_network) -> None:
         whole = data.load_split(_config(data_dir=str(tmp_path)), "train")
     assert set(splits) == {"train", "val", "test"}
     for split in (*splits.values(), whole):
-        assert split.images_NHWC.dtype == np.uint8 and split.image_shape == (32, 32, 3)
-        assert split.labels_N.dtype == np.int32 and split.num_classes == 100
-        assert 0 <= split.labels_N.min() and split.labels_N.max() < 100
+        assert split.images_EHWC.dtype == np.uint8 and split.image_shape == (32, 32, 3)
+        assert split.labels_E.dtype == np.int32 and split.num_classes == 100
+        assert 0 <= split.labels_E.min() and split.labels_E.max() < 100
     assert len(splits["train"].class_names) == 100
     train, val = splits["train"], splits["val"]
     assert (train.num_examples, val.num_examples, whole.num_examples) == (36, 4, 40)
-    np.testing.assert_array_equal(np.concatenate([train.images, val.images]), whole.images)
-    np.testing.assert_array_equal(np.concatenate([train.labels, val.labels]), whole.labels)
+    np.testing.assert_array_equal(
+        np.concatenate([train.images_EHWC, val.images_EHWC]), whole.images_EHWC
+    )
+    np.testing.assert_array_equal(np.concatenate([train.labels_E, val.labels_E]), whole.labels_E)
     assert not no_network
 
 
 def test_grayscale_dataset_keeps_one_channel(tmp_path) -> None:
     with tfds.testing.mock_data(num_examples=6):
         split = data.load_split(_config(dataset="fashion_mnist", data_dir=str(tmp_path)), "test")
-    assert split.images.shape == (6, 28, 28, 1) and split.num_classes == 10
+    assert split.images_EHWC.shape == (6, 28, 28, 1) and split.num_classes == 10
 
 
 def test_mock_data_is_never_cached(tmp_path) -> None:
@@ -92,20 +95,20 @@ def test_mock_data_is_never_cached(tmp_path) -> None:
 def test_real_cifar10_from_shared_data_dir(monkeypatch) -> None:
     config = _config(dataset="cifar10", data_dir=_shared_tfds())
     head = data.load_split(config, "train[:1%]")
-    assert head.images_NHWC.shape == (500, 32, 32, 3) and head.images.dtype == np.uint8
-    assert head.labels.dtype == np.int32 and head.num_classes == 10
+    assert head.images_EHWC.shape == (500, 32, 32, 3) and head.images_EHWC.dtype == np.uint8
+    assert head.labels_E.dtype == np.int32 and head.num_classes == 10
     assert head.class_names[0] == "airplane"
-    assert set(np.unique(head.labels)) <= set(range(10)) and len(np.unique(head.labels)) > 5
-    assert 50 < head.images.mean() < 200  # real photos, not blank
+    assert set(np.unique(head.labels_E)) <= set(range(10)) and len(np.unique(head.labels_E)) > 5
+    assert 50 < head.images_EHWC.mean() < 200  # real photos, not blank
     assert data.load_split(config, "train[:1%]") is head  # cached in-process
-    assert not head.images.flags.writeable  # the cached copy cannot be changed by a caller
+    assert not head.images_EHWC.flags.writeable  # the cached copy cannot be changed by a caller
     next_ = data.load_split(config, "train[1%:2%]")
-    assert not np.array_equal(head.images[:10], next_.images[:10])
+    assert not np.array_equal(head.images_EHWC[:10], next_.images_EHWC[:10])
     # data_dir "" or None falls back to $TFDS_DATA_DIR
     monkeypatch.setenv("TFDS_DATA_DIR", _shared_tfds())
     for empty in ("", None):
         same = data.load_split(_config(dataset="cifar10", data_dir=empty), "train[:1%]")
-        np.testing.assert_array_equal(same.labels, head.labels)
+        np.testing.assert_array_equal(same.labels_E, head.labels_E)
 
 
 def test_missing_dataset_fails_fast_naming_it_and_the_fix(tmp_path, no_network) -> None:
@@ -137,25 +140,27 @@ def test_synthetic_is_offline_deterministic_partitioned_and_learnable(no_network
     splits = data.load_splits(config)
     train, val, test = splits["train"], splits["val"], splits["test"]
     assert (train.num_examples, val.num_examples, test.num_examples) == (1080, 120, 300)
-    assert train.image_shape == (16, 16, 3) and train.images.dtype == np.uint8
+    assert train.image_shape == (16, 16, 3) and train.images_EHWC.dtype == np.uint8
     full = data.load_split(config, "train")
-    np.testing.assert_array_equal(np.concatenate([train.images, val.images]), full.images)
+    np.testing.assert_array_equal(
+        np.concatenate([train.images_EHWC, val.images_EHWC]), full.images_EHWC
+    )
     data.clear_cache()
     again = data.load_split(config, "train")
     assert again is not full
-    np.testing.assert_array_equal(again.images, full.images)
-    np.testing.assert_array_equal(again.labels, full.labels)
+    np.testing.assert_array_equal(again.images_EHWC, full.images_EHWC)
+    np.testing.assert_array_equal(again.labels_E, full.labels_E)
     other = data.load_split(_config(dataset="synthetic", synthetic_seed=1), "train")
-    assert not np.array_equal(other.images, full.images)
+    assert not np.array_equal(other.images_EHWC, full.images_EHWC)
     # The class signal is learnable: nearest class mean on train classifies test well.
     means_KD = np.stack(
-        [train.images[train.labels == k].reshape(-1, 768).mean(0) for k in range(10)]
+        [train.images_EHWC[train.labels_E == k].reshape(-1, 768).mean(0) for k in range(10)]
     )
-    x_ND = test.images.reshape(-1, 768).astype(np.float32)
+    x_ND = test.images_EHWC.reshape(-1, 768).astype(np.float32)
     predicted = np.argmin(((x_ND[:, None] - means_KD[None]) ** 2).sum(-1), axis=1)
-    assert (predicted == test.labels).mean() > 0.9
+    assert (predicted == test.labels_E).mean() > 0.9
     gray = data.load_split(_config(dataset="synthetic", synthetic_channels=1), "test[:10]")
-    assert gray.images.shape == (10, 16, 16, 1)
+    assert gray.images_EHWC.shape == (10, 16, 16, 1)
     assert not no_network
 
 
@@ -175,7 +180,7 @@ def test_train_batches_drop_remainder_and_resume_mid_epoch() -> None:
         assert b["image"].shape == (100, 16, 16, 3) and b["image"].dtype == np.uint8
         assert b["label"].shape == (100,) and b["label"].dtype == np.int32
     order = data.epoch_permutation(1080, seed=0, epoch=2)
-    np.testing.assert_array_equal(full[3]["label"], split.labels[order[300:400]])
+    np.testing.assert_array_equal(full[3]["label"], split.labels_E[order[300:400]])
     tail = list(data.train_batches(split, 100, seed=0, epoch=2, start_step=7))
     assert len(tail) == 3
     for x, y in zip(full[7:], tail, strict=True):
@@ -195,8 +200,8 @@ def test_eval_batches_cover_every_example_once() -> None:
     assert mask.sum() == 120 and np.all(mask[:120] == 1) and np.all(mask[120:] == 0)
     labels = np.concatenate([b["label"] for b in batches])[mask == 1]
     images = np.concatenate([b["image"] for b in batches])[mask == 1]
-    np.testing.assert_array_equal(labels, split.labels)
-    np.testing.assert_array_equal(images, split.images)
+    np.testing.assert_array_equal(labels, split.labels_E)
+    np.testing.assert_array_equal(images, split.images_EHWC)
 
 
 def test_prefetch_to_device_keeps_order_propagates_errors_and_stops() -> None:

@@ -178,7 +178,7 @@ def test_bfloat16_compute_close_to_float32() -> None:
 
 
 def test_list_presets_cli(capsys: pytest.CaptureFixture[str]) -> None:
-    main(["--list"])
+    assert main(["swinjax.model", "--list"]) == 0
     out = capsys.readouterr().out
     for name in PRESETS:
         assert name in out

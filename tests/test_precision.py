@@ -29,7 +29,7 @@ def _run(dtype: str) -> tuple[steps.TrainState, list[dict], str, jax.Array, dict
     for batch in batches:
         state, metrics = steps.train_step(state, batch)
         history.append({k: float(v) for k, v in jax.device_get(metrics).items()})
-    logits = steps.predict(state, jnp.asarray(split.images_NHWC[:64]))
+    logits = steps.predict(state, jnp.asarray(split.images_EHWC[:64]))
     return state, history, hlo, logits, initial
 
 

@@ -161,22 +161,28 @@ def test_eval_scores_every_example_and_reports_json(tmp_path, tiny_config, capsy
             augment="seed_exact",
         )
         train.train_and_evaluate(config, tmp_path / "run")
-        assert eval_cli.main(["--ckpt", str(tmp_path / "run"), "--split", "test"]) == 0
+        assert (
+            eval_cli.main(["swinjax.eval", "--ckpt", str(tmp_path / "run"), "--split", "test"]) == 0
+        )
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["num_examples"] == 50 and record["split"] == "test"  # 50 = 3 * 16 + 2
     assert record["step"] == 2 and set(record) >= {"loss", "top1", "top5"}  # 45 train // 16
 
 
 def test_eval_cli_bad_paths_exit_2(tmp_path, tiny_config) -> None:
-    assert eval_cli.main(["--ckpt", str(tmp_path / "missing")]) == 2
-    assert eval_cli.main(["--ckpt", str(tmp_path)]) == 2  # exists, not a workdir
+    assert eval_cli.main(["swinjax.eval", "--ckpt", str(tmp_path / "missing")]) == 2
+    assert eval_cli.main(["swinjax.eval", "--ckpt", str(tmp_path)]) == 2  # exists, not a workdir
     train.train_and_evaluate(make_tiny_config(num_epochs=1), tmp_path / "run")
-    assert eval_cli.main(["--ckpt", str(tmp_path / "run" / "checkpoints" / "99")]) == 2
+    assert (
+        eval_cli.main(["swinjax.eval", "--ckpt", str(tmp_path / "run" / "checkpoints" / "99")]) == 2
+    )
     # A checkpoint that does not match the saved config's model.
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     cfg["model_kwargs"] = {"embed_dim": 32}
     (tmp_path / "run" / "config.json").write_text(json.dumps(cfg))
-    assert eval_cli.main(["--ckpt", str(tmp_path / "run" / "checkpoints" / "16")]) == 2
+    assert (
+        eval_cli.main(["swinjax.eval", "--ckpt", str(tmp_path / "run" / "checkpoints" / "16")]) == 2
+    )
 
 
 def test_train_cli_end_to_end(tmp_path) -> None:

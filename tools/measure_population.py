@@ -4,9 +4,10 @@ python tools/measure_population.py --model keras_example --k 4 --steps 30
 
 Both sides train the same K states (learning rates 1e-3 * 2**i) on the same synthetic batches
 (CIFAR-sized by default: 32x32x3, 100 classes, batch 128). Sequential: ``steps.train_step``
-runs ``--steps`` steps of member 0, then of member 1, ...; population: ``population.train_step``
-runs ``--steps`` steps of all K at once. Compilation is timed separately (one warm-up step each),
-then the best of ``--repeats`` timings of the steady state is kept. Prints one JSON object.
+runs ``--steps`` steps of member 0, then of member 1, ...; population: ``steps.train_step`` on
+the stacked state runs ``--steps`` steps of all K at once. Compilation is timed separately (one
+warm-up step each), then the best of ``--repeats`` timings of the steady state is kept. Prints
+one JSON object.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 
 import jax
 
-from swinjax import data, population, steps
+from swinjax import data, population, runtime, steps
 from swinjax.config import base_config, build_model
 
 
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--num_classes", type=int, default=100)
     parser.add_argument("--augment", default="crop_flip")
     args = parser.parse_args()
+    runtime.configure(restart=False)  # the CLIs' XLA flags (before the first JAX computation)
 
     states, split = _states(args)
     batches = [jax.device_put(b) for b in data.train_batches(split, args.batch_size, 0, 0)]
@@ -73,7 +75,7 @@ def main() -> None:
     jax.block_until_ready(m)
     compile_sequential = time.perf_counter() - t0
     t0 = time.perf_counter()
-    pop, m = population.train_step(pop, batches[0])
+    pop, m = steps.train_step(pop, batches[0])
     jax.block_until_ready(m)
     compile_population = time.perf_counter() - t0
 
@@ -86,7 +88,7 @@ def main() -> None:
     def together() -> None:
         nonlocal pop
         for s in range(args.steps):
-            pop, metrics = population.train_step(pop, batches[s % len(batches)])
+            pop, metrics = steps.train_step(pop, batches[s % len(batches)])
         jax.block_until_ready(metrics)
 
     seq_s = _time(sequential, args.repeats)
