@@ -144,7 +144,7 @@ class WindowAttention(nn.Module):
             if self.weight_init == "keras"
             else nn.initializers.truncated_normal(stddev=0.02)
         )
-        table_TH = self.param(
+        table_Th = self.param(
             "relative_position_bias_table",
             table_init,
             ((2 * wh - 1) * (2 * ww - 1), heads),
@@ -156,22 +156,22 @@ class WindowAttention(nn.Module):
 
         qkv = Dense(3 * C, use_bias=self.qkv_bias, name="qkv", **dense)(tokens_2d(x_BwNC))
         qkv = qkv.reshape(Bw, N, 3, heads, head_dim)
-        q_BwNHD, k_BwNHD, v_BwNHD = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        q_BwNHD = q_BwNHD * jnp.asarray(head_dim**-0.5, q_BwNHD.dtype)
+        q_BwNhd, k_BwNhd, v_BwNhd = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        q_BwNhd = q_BwNhd * jnp.asarray(head_dim**-0.5, q_BwNhd.dtype)
         index_NN = windows.relative_position_index(self.window)
-        bias_NNH = jnp.take(table_TH, index_NN.reshape(-1), axis=0).reshape(N, N, heads)
-        add_wNNH = bias_NNH.astype(jnp.float32)[None]
+        bias_NNh = jnp.take(table_Th, index_NN.reshape(-1), axis=0).reshape(N, N, heads)
+        add_wNNh = bias_NNh.astype(jnp.float32)[None]
         if mask_wNN is not None:
-            add_wNNH = add_wNNH + mask_wNN[..., None]
-        scale_BwNNH = None
+            add_wNNh = add_wNNh + mask_wNN[..., None]
+        scale_BwNNh = None
         if not deterministic and self.attn_drop > 0.0:
-            scale_BwNNH = dropout_scale(self.make_rng("dropout"), self.attn_drop, (Bw, N, N, heads))
+            scale_BwNNh = dropout_scale(self.make_rng("dropout"), self.attn_drop, (Bw, N, N, heads))
         attend = (
             attention.small_window_attention
             if N <= self.elementwise_max_tokens
             else attention.matmul_attention
         )
-        out = attend(q_BwNHD, k_BwNHD, v_BwNHD, add_wNNH, scale_BwNNH)
+        out = attend(q_BwNhd, k_BwNhd, v_BwNhd, add_wNNh, scale_BwNNh)
         out = out.reshape(Bw * N, C)
         out = Dense(C, name="proj", **dense)(out)
         return Dropout(self.proj_drop)(out, deterministic=deterministic).reshape(Bw, N, C)

@@ -208,3 +208,42 @@ def test_train_cli_end_to_end(tmp_path) -> None:
         timeout=300,
     )
     assert bad.returncode == 2 and "config.learning_rate=-1" in bad.stderr
+
+
+def test_extending_a_finished_run_replans_the_schedule(tmp_path, capsys) -> None:
+    """num_epochs 2 -> 4 on a finished warmup_cosine run: epochs 3-4 train at the learning rate
+    of a 4-epoch schedule (not at min_lr), and the run says so at start."""
+    first = train.train_and_evaluate(make_tiny_config(), tmp_path)  # 2 epochs, 32 steps
+    assert first["step"] == 32
+    capsys.readouterr()
+    longer = make_tiny_config(num_epochs=4)
+    result = train.train_and_evaluate(longer, tmp_path)
+    out = capsys.readouterr().out
+    assert "re-planned for 64 steps (was 32)" in out
+    assert result["step"] == 64 and result["epoch"] == 4 and "test" in result
+    state, _ = _params_of(tmp_path)
+    assert float(state.hparams["total_steps"]) == 64
+    logged = [r for r in _records(tmp_path, "train_step") if r["step"] > 32]
+    assert logged  # every log_every_steps=4 steps
+    hparams = dict(state.hparams)
+    for r in logged:  # metrics of step s report the learning rate of optimizer step s - 1
+        want = steps.learning_rate_at(jax.numpy.int32(r["step"] - 1), hparams, "warmup_cosine")
+        np.testing.assert_allclose(r["learning_rate"], float(want), rtol=1e-6)
+    assert max(r["learning_rate"] for r in logged) > 0.4 * longer.learning_rate  # not min_lr
+
+
+def test_config_json_and_other_keys_on_resume(tmp_path) -> None:
+    """Keys that do not change the computation may differ on a re-run; the saved config then
+    holds the new values. A key that changes the computation is refused, naming it."""
+    train.train_and_evaluate(make_tiny_config(num_epochs=1), tmp_path)
+    train.train_and_evaluate(make_tiny_config(num_epochs=1, log_every_steps=3), tmp_path)
+    assert checkpoint.load_config(tmp_path).log_every_steps == 3
+    with pytest.raises(ValueError, match=r"model_kwargs.embed_dim: None -> 32"):
+        config = make_tiny_config(num_epochs=1)
+        config.model_kwargs.embed_dim = 32
+        train.train_and_evaluate(config, tmp_path)
+
+
+def _records(workdir, kind):
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
