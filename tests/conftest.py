@@ -1,4 +1,9 @@
-"""Shared fixtures: tiny configs that train in seconds on the CPU."""
+"""Shared fixtures: tiny configs that train in seconds on the CPU, and real tfds directories built
+offline in a temporary folder (``tiny_tfds_dir``, ``tfds_dir_factory``; see tests/tfds_fixture.py).
+
+Only tests marked ``requires_shared_tfds`` read the shared real datasets beside the clone
+(``<clone>/../shared/datasets/tfds``); they are skipped where that folder is absent.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Tests run tiny models: LLVM's optimisation passes cost more compile time than they save.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
+from collections.abc import Callable  # noqa: E402
+
 import ml_collections  # noqa: E402
 import pytest  # noqa: E402
 
+from tests import tfds_fixture  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-# CI clones the repo with a copy of shared/ beside it; a developer's checkout has it there too.
+# CI and this workplace have a copy of shared/ beside the clone; a user's fresh clone does not.
 SHARED_TFDS = REPO.parent / "shared" / "datasets" / "tfds"
+requires_shared_tfds = pytest.mark.skipif(
+    not (SHARED_TFDS / "cifar10").is_dir(),
+    reason=f"extra real-data test: no prepared tfds cifar10 at {SHARED_TFDS} "
+    "(<clone>/../shared/datasets/tfds: CI puts a copy of shared/ beside the clone)",
+)
 
 
 def _demo_config() -> ml_collections.ConfigDict:
@@ -41,3 +55,27 @@ def make_tiny_config(**overrides) -> ml_collections.ConfigDict:
 @pytest.fixture
 def tiny_config() -> ml_collections.ConfigDict:
     return make_tiny_config()
+
+
+@pytest.fixture(scope="session")
+def tfds_dir_factory(tmp_path_factory) -> Callable[..., tfds_fixture.TfdsDir]:
+    """``factory(spec=tfds_fixture.TINY)`` -> a real tfds data directory holding ``spec``, written
+    by tfds' own builder in a temporary folder; each spec is built once per session (per xdist
+    worker). E.g. ``factory(TinyImages(name="my_jpegs", image_size=None,
+    encoding_format="jpeg"))`` for variable-size JPEGs."""
+    built: dict[tfds_fixture.TinyImages, tfds_fixture.TfdsDir] = {}
+
+    def factory(spec: tfds_fixture.TinyImages = tfds_fixture.TINY) -> tfds_fixture.TfdsDir:
+        if spec not in built:
+            built[spec] = tfds_fixture.build(tmp_path_factory.mktemp("tfds"), spec)
+        return built[spec]
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def tiny_tfds_dir(tfds_dir_factory) -> tfds_fixture.TfdsDir:
+    """tfds dataset ``swinjax_test_images`` (16x16x3 PNGs, 4 classes, train 300, test 70) in a
+    real tfds data directory: ``make_tiny_config(dataset=tiny_tfds_dir.name,
+    data_dir=tiny_tfds_dir.data_dir)`` trains on it like on any prepared tfds dataset."""
+    return tfds_dir_factory()

@@ -1,11 +1,11 @@
-"""Data: real tfds code on mock CIFAR-100 and on the shared real CIFAR-10; order and padding."""
+"""Data: real tfds code on mock CIFAR-100, on tfds directories built here by tfds' own builder
+(tests/tfds_fixture.py) and, where present, on the shared real CIFAR-10; order and padding."""
 
 from __future__ import annotations
 
 import socket
 import threading
 import time
-from pathlib import Path
 
 import jax
 import ml_collections
@@ -15,23 +15,14 @@ import tensorflow_datasets as tfds
 
 from swinjax import data
 from swinjax.config import base_config
-
-# CI clones the repo into some folder with a copy of shared/ beside it.
-SHARED_TFDS = Path(__file__).resolve().parents[2] / "shared/datasets/tfds"
+from tests import tfds_fixture
+from tests.conftest import SHARED_TFDS, requires_shared_tfds
 
 
 def _config(**overrides) -> ml_collections.ConfigDict:
     config = base_config()
     config.update(overrides)
     return config
-
-
-def _shared_tfds() -> str:
-    assert (SHARED_TFDS / "cifar10").is_dir(), (
-        f"the prepared tfds directory with cifar10 must exist at {SHARED_TFDS} "
-        "(<clone>/../shared/datasets/tfds)"
-    )
-    return str(SHARED_TFDS)
 
 
 @pytest.fixture
@@ -92,8 +83,74 @@ def test_mock_data_is_never_cached(tmp_path) -> None:
             assert data.load_split(_config(data_dir=str(tmp_path)), "test").num_examples == n
 
 
+def _sorted_examples(images: np.ndarray, labels: np.ndarray) -> list[bytes]:
+    """The examples as a sorted list (tfds shuffles them into the record files)."""
+    return sorted(bytes([int(y)]) + x.tobytes() for x, y in zip(images, labels, strict=True))
+
+
+def test_tfds_dir_built_by_tfds_reads_back_exactly(tiny_tfds_dir, monkeypatch) -> None:
+    spec = tiny_tfds_dir.spec
+    config = _config(dataset=tiny_tfds_dir.name, data_dir=tiny_tfds_dir.data_dir)
+    assert tiny_tfds_dir.name not in tfds.list_builders(with_community_datasets=False)
+    assert (tiny_tfds_dir.dataset_dir / "dataset_info.json").is_file()
+    splits = data.load_splits(config)
+    train, val, test = splits["train"], splits["val"], splits["test"]
+    assert train.num_examples + val.num_examples == spec.train_examples
+    assert 0 < val.num_examples < train.num_examples and test.num_examples == spec.test_examples
+    for split in (train, val, test):
+        assert split.image_shape == spec.image_shape and split.images_EHWC.dtype == np.uint8
+        assert split.labels_E.dtype == np.int32 and split.num_classes == spec.num_classes
+        assert split.class_names == spec.class_names
+        assert not split.images_EHWC.flags.writeable
+    assert train.name == f"{spec.name}:train[:90%]"
+    # Exactly the examples the builder generated (PNG is lossless), shuffled by tfds.
+    whole = data.load_split(config, "train")
+    np.testing.assert_array_equal(
+        np.concatenate([train.images_EHWC, val.images_EHWC]), whole.images_EHWC
+    )
+    for split, name in ((whole, "train"), (test, "test")):
+        expected = _sorted_examples(*spec.arrays(name))
+        assert _sorted_examples(split.images_EHWC, split.labels_E) == expected
+    assert not np.array_equal(whole.labels_E, spec.arrays("train")[1])  # shuffled on disk
+    assert data.load_split(config, "train[:90%]") is train  # cached in-process
+    # The class signal is learnable: nearest class mean on train classifies test well.
+    d = int(np.prod(spec.image_shape))
+    means_KD = np.stack(
+        [
+            whole.images_EHWC[whole.labels_E == k].reshape(-1, d).mean(0)
+            for k in range(spec.num_classes)
+        ]
+    )
+    x_ND = test.images_EHWC.reshape(-1, d).astype(np.float32)
+    predicted = np.argmin(((x_ND[:, None] - means_KD[None]) ** 2).sum(-1), axis=1)
+    assert (predicted == test.labels_E).mean() > 0.9
+    # data_dir "" or None falls back to $TFDS_DATA_DIR
+    monkeypatch.setenv("TFDS_DATA_DIR", tiny_tfds_dir.data_dir)
+    for empty in ("", None):
+        same = data.load_split(_config(dataset=spec.name, data_dir=empty), "test")
+        np.testing.assert_array_equal(same.images_EHWC, test.images_EHWC)
+
+
+def test_tfds_dir_of_variable_size_jpegs(tmp_path, no_network) -> None:
+    spec = tfds_fixture.TinyImages(
+        name="swinjax_test_jpegs", image_size=None, encoding_format="jpeg", train_examples=12
+    )
+    built = tfds_fixture.build(tmp_path, spec)  # offline: no_network refuses any connection
+    builder = tfds.builder(built.name, data_dir=built.data_dir)
+    assert builder.info.features["image"].shape == (None, None, 3)
+    read = list(tfds.as_numpy(builder.as_dataset(split="train", shuffle_files=False)))
+    shapes = {ex["image"].shape for ex in read}
+    assert len(read) == 12 and len(shapes) > 1
+    low, high = spec.size_range
+    assert all(low <= h <= high and low <= w <= high and c == 3 for h, w, c in shapes)
+    generated = {(im.shape, y) for _, im, y in spec.examples("train")}
+    assert {(ex["image"].shape, int(ex["label"])) for ex in read} == generated
+    assert not no_network
+
+
+@requires_shared_tfds
 def test_real_cifar10_from_shared_data_dir(monkeypatch) -> None:
-    config = _config(dataset="cifar10", data_dir=_shared_tfds())
+    config = _config(dataset="cifar10", data_dir=str(SHARED_TFDS))
     head = data.load_split(config, "train[:1%]")
     assert head.images_EHWC.shape == (500, 32, 32, 3) and head.images_EHWC.dtype == np.uint8
     assert head.labels_E.dtype == np.int32 and head.num_classes == 10
@@ -105,7 +162,7 @@ def test_real_cifar10_from_shared_data_dir(monkeypatch) -> None:
     next_ = data.load_split(config, "train[1%:2%]")
     assert not np.array_equal(head.images_EHWC[:10], next_.images_EHWC[:10])
     # data_dir "" or None falls back to $TFDS_DATA_DIR
-    monkeypatch.setenv("TFDS_DATA_DIR", _shared_tfds())
+    monkeypatch.setenv("TFDS_DATA_DIR", str(SHARED_TFDS))
     for empty in ("", None):
         same = data.load_split(_config(dataset="cifar10", data_dir=empty), "train[:1%]")
         np.testing.assert_array_equal(same.labels_E, head.labels_E)
@@ -123,16 +180,28 @@ def test_missing_dataset_fails_fast_naming_it_and_the_fix(tmp_path, no_network) 
     assert isinstance(err.value, FileNotFoundError)
 
 
-def test_unknown_dataset_and_bad_splits() -> None:
+def test_unknown_dataset_and_bad_splits(tmp_path, no_network) -> None:
     with pytest.raises(data.UnknownDatasetError, match="did you mean 'cifar100'"):
-        data.load_split(_config(dataset="cifar1000"), "train")
-    cifar10 = _config(dataset="cifar10", data_dir=_shared_tfds())
-    with pytest.raises(data.InvalidSplitError, match=r"split 'test' of 'cifar10'.*\['train'\]"):
-        data.load_split(cifar10, "test")
-    with pytest.raises(data.InvalidSplitError, match=r"split 'train\[:90%' of 'cifar10'"):
-        data.load_split(cifar10, "train[:90%")
+        data.load_split(_config(dataset="cifar1000", data_dir=str(tmp_path)), "train")
+    # A real tfds dataset with a train split only (like the shared CIFAR-10), built here offline.
+    train_only = tfds_fixture.TinyImages(
+        name="swinjax_test_train_only", train_examples=40, test_examples=0
+    )
+    built = tfds_fixture.build(tmp_path, train_only)
+    config = _config(dataset=built.name, data_dir=built.data_dir)
+    with pytest.raises(
+        data.InvalidSplitError, match=r"split 'test' of 'swinjax_test_train_only'.*\['train'\]"
+    ):
+        data.load_split(config, "test")
+    with pytest.raises(
+        data.InvalidSplitError, match=r"split 'train\[:90%' of 'swinjax_test_train_only'"
+    ):
+        data.load_split(config, "train[:90%")
+    with pytest.raises(data.UnknownDatasetError, match="'swinjax_test_train_onl'"):
+        data.load_split(_config(dataset="swinjax_test_train_onl", data_dir=built.data_dir), "train")
     with pytest.raises(data.InvalidSplitError, match="'validation' of 'synthetic'"):
         data.load_split(_config(dataset="synthetic"), "validation")
+    assert not no_network
 
 
 def test_synthetic_is_offline_deterministic_partitioned_and_learnable(no_network) -> None:

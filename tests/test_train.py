@@ -169,6 +169,36 @@ def test_eval_scores_every_example_and_reports_json(tmp_path, tiny_config, capsy
     assert record["step"] == 2 and set(record) >= {"loss", "top1", "top5"}  # 45 train // 16
 
 
+def test_train_and_eval_on_a_tfds_dir_built_by_tfds(tmp_path, tiny_tfds_dir, monkeypatch) -> None:
+    spec = tiny_tfds_dir.spec  # train 300 (train[:90%] / train[90%:]), test 70, 16x16x3
+    config = make_tiny_config(dataset=tiny_tfds_dir.name, data_dir=tiny_tfds_dir.data_dir)
+    assert spec.train_examples % 10 == 0  # so train[90%:] holds exactly a tenth
+    num_val = spec.train_examples // 10
+    num_train = spec.train_examples - num_val
+    evaluated = []
+    real_evaluate = train.evaluation.evaluate
+
+    def recording_evaluate(state, split, *args, **kwargs):
+        result = real_evaluate(state, split, *args, **kwargs)
+        evaluated.append((split.name, result["num_examples"]))
+        return result
+
+    monkeypatch.setattr(train.evaluation, "evaluate", recording_evaluate)
+    result = train.train_and_evaluate(config, tmp_path / "run")
+    steps_per_epoch = num_train // config.batch_size
+    assert result["epoch"] == 2 and result["step"] == 2 * steps_per_epoch
+    val_name, test_name = f"{spec.name}:train[90%:]", f"{spec.name}:test"
+    # Every example counted once: the last val and test batches are padding-masked.
+    assert num_val % config.batch_size and spec.test_examples % config.batch_size
+    assert evaluated == [(val_name, num_val), (val_name, num_val), (test_name, spec.test_examples)]
+    assert result["test"]["num_examples"] == spec.test_examples
+    assert all(np.isfinite(result["test"][k]) for k in ("loss", "top1", "top5"))
+    # The saved config names the tfds dataset and its data_dir: eval needs nothing else.
+    record = eval_cli.run(str(tmp_path / "run"), "val", best=True)
+    assert record["num_examples"] == num_val and record["split"] == "val"
+    assert (tmp_path / "run" / "test_samples.png").is_file()
+
+
 def test_eval_cli_bad_paths_exit_2(tmp_path, tiny_config) -> None:
     assert eval_cli.main(["swinjax.eval", "--ckpt", str(tmp_path / "missing")]) == 2
     assert eval_cli.main(["swinjax.eval", "--ckpt", str(tmp_path)]) == 2  # exists, not a workdir
