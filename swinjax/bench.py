@@ -32,7 +32,7 @@ from absl import flags
 
 from swinjax import cli, data, evaluation, loop, parallel, steps
 from swinjax import profile as profiling
-from swinjax.config import build_model, validate_config
+from swinjax.config import build_model, model_overrides, validate_config
 
 # Dense bf16 peak FLOP/s by device kind (datasheets), for model FLOPs utilisation.
 PEAK_FLOPS = {
@@ -60,7 +60,7 @@ def _train_split(config: Any) -> tuple[data.Split, str]:
     except data.DatasetNotFoundError:
         from swinjax.model import create_model
 
-        model = create_model(config.model, **dict(config.model_kwargs))
+        model = create_model(config.model, **model_overrides(config))
         size = model.img_size if isinstance(model.img_size, int) else model.img_size[0]
         stand_in = config.copy_and_resolve_references()
         stand_in.dataset = data.SYNTHETIC
@@ -223,7 +223,6 @@ def _memory(device: Any) -> dict[str, float]:
 
 
 def define_flags(fv: flags.FlagValues) -> None:
-    cli.config_flag(fv)
     flags.DEFINE_integer("batch_size", 0, "batch size (0: the config's)", flag_values=fv)
     flags.DEFINE_integer("steps", 20, "timed steps", flag_values=fv)
     flags.DEFINE_integer("warmup", 3, "untimed steps after compilation", flag_values=fv)
@@ -241,7 +240,9 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 def main(argv: list[str]) -> int:
     """``python -m swinjax.bench`` with ``argv``; returns the exit status (see swinjax.cli)."""
-    return cli.main(argv, define_flags, _work, required=("config",))
+    return cli.main(
+        argv, define_flags, _work, required=("config",), config="experiment config file"
+    )
 
 
 def _work(fv: flags.FlagValues) -> dict[str, Any]:
@@ -256,4 +257,4 @@ def _work(fv: flags.FlagValues) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    cli.run_program(define_flags, _work, required=("config",))
+    cli.run_program(main)

@@ -18,6 +18,7 @@ speed settings (:func:`swinjax.runtime.configure`), then exits with that status.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,16 +35,26 @@ Define = Callable[[flags.FlagValues], None]
 Work = Callable[[flags.FlagValues], Any]
 
 
-def config_flag(fv: flags.FlagValues, help_text: str = "experiment config file") -> None:
-    """``--config FILE`` (a ``get_config()`` file) with ``--config.KEY=VALUE`` overrides."""
-    config_flags.DEFINE_config_file("config", None, help_text, flag_values=fv, lock_config=True)
-
-
-def main(argv: Sequence[str], define: Define, work: Work, *, required: Sequence[str] = ()) -> int:
+def main(
+    argv: Sequence[str],
+    define: Define,
+    work: Work,
+    *,
+    required: Sequence[str] = (),
+    config: str | None = None,
+) -> int:
     """Parses ``argv`` (``argv[0]`` is the program) into flags made by ``define``, runs
     ``work(flag_values)``, prints its result as JSON (nothing for None); returns the exit status.
+
+    ``config``: the help text of a ``--config FILE`` flag (a ``get_config()`` file, overridden
+    as ``--config.KEY=VALUE``) the program takes; None: it takes none.
     """
+    argv = list(argv)
     fv = flags.FlagValues()
+    if config is not None:  # overrides are read from argv itself, not from sys.argv
+        config_flags.DEFINE_config_file(
+            "config", None, config, flag_values=fv, lock_config=True, sys_argv=argv
+        )
     define(fv)
     if any(a in ("-h", "--help", "--helpfull") for a in argv[1:]):
         print(f"usage: {argv[0]} [flags]\n\n{fv.get_help()}")
@@ -57,6 +68,9 @@ def main(argv: Sequence[str], define: Define, work: Work, *, required: Sequence[
             )
     except flags.Error as e:
         print(f"error: {e}\nusage: {argv[0]} --help", file=sys.stderr)
+        return 2
+    except (AttributeError, KeyError, TypeError, ValueError) as e:  # a --config.KEY override
+        print(f"error: {_override_error(argv, e)}", file=sys.stderr)
         return 2
     logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
     try:
@@ -72,7 +86,21 @@ def main(argv: Sequence[str], define: Define, work: Work, *, required: Sequence[
     return 0
 
 
-def run_program(define: Define, work: Work, *, required: Sequence[str] = ()) -> None:
-    """``main(sys.argv, ...)`` for ``if __name__ == "__main__"``, after the process settings."""
+def _override_error(argv: Sequence[str], error: Exception) -> str:
+    """A one-line message for a bad ``--config.KEY=VALUE``: the argument, and for an unknown key
+    the nearest existing one (ml_collections' suggestion)."""
+    text = str(error.args[0] if error.args else error).replace("\\n", " ").replace("\n", " ")
+    names = [a[2:].split("=")[0] for a in argv[1:] if a.startswith("--config.")]
+    culprit = next((n for n in names if f"'{n.rsplit('.', 1)[-1]}" in text), None)
+    if isinstance(error, AttributeError | KeyError) and culprit:
+        close = re.search(r'Did you mean "([^"]+)"', text)
+        hint = f"; did you mean --{culprit.rsplit('.', 1)[0]}.{close[1]}?" if close else ""
+        return f"--{culprit}: no such config key{hint} (the keys: swinjax/config.py)"
+    return f"{' '.join('--' + n for n in names) or 'the command line'}: {text}"
+
+
+def run_program(program_main: Callable[[list[str]], int]) -> None:
+    """``sys.exit(program_main(sys.argv))`` for ``if __name__ == "__main__"``, after the process
+    settings (:func:`swinjax.runtime.configure`)."""
     runtime.configure(restart=True)
-    sys.exit(main(sys.argv, define, work, required=required))
+    sys.exit(program_main(sys.argv))

@@ -12,6 +12,7 @@ it fingerprints a point (:data:`SWEEP_IGNORED`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,11 @@ KEYS: dict[str, tuple[Any, str, str]] = {
     "synthetic_seed": (0, RUN, "dataset='synthetic': its own seed (data fixed across seeds)"),
     # ------------------------------------------------------------------------------ model
     "model": ("keras_example", RUN, "a preset of swinjax.model.PRESETS"),
-    "model_kwargs": ({}, RUN, "overrides of the preset's SwinTransformer fields"),
+    "model_kwargs": (
+        {},
+        RUN,
+        "SwinTransformer fields overriding the preset's (None: the preset's)",
+    ),
     "dtype": ("float32", RUN, "compute dtype; parameters and optimizer state stay float32"),
     # -------------------------------------------------------------------------- optimizer
     "learning_rate": (1e-3, RUN, "peak learning rate"),
@@ -85,11 +90,34 @@ SWEEP_IGNORED = frozenset(k for k, (_, role, _) in KEYS.items() if role in (OUTP
 
 
 def base_config() -> ml_collections.ConfigDict:
-    """Every key a run reads, with its default (:data:`KEYS`)."""
+    """Every key a run reads, with its default (:data:`KEYS`); ``model_kwargs`` holds every
+    ``SwinTransformer`` field, unset (None), so that any can be set on the command line."""
     config = ml_collections.ConfigDict()
     for key, (default, _, _) in KEYS.items():
-        config[key] = ml_collections.ConfigDict() if isinstance(default, dict) else default
+        config[key] = default
+    config.model_kwargs = model_field_placeholders()
     return config
+
+
+def model_field_placeholders() -> ml_collections.ConfigDict:
+    """A typed, unset (None) entry for every field of ``SwinTransformer`` (int and tuple sizes
+    take an int on the command line; set a pair in a config file)."""
+    kinds = (bool, int, float, str, tuple)
+    fields = {}
+    for f in dataclasses.fields(SwinTransformer):
+        if f.name in ("parent", "name"):
+            continue
+        default = f.default
+        kind = next((k for k in kinds if isinstance(default, k)), None)
+        if default is None:
+            kind = float  # pos_drop_rate: None means drop_rate
+        fields[f.name] = ml_collections.config_dict.placeholder(kind or str)  # dtypes: names
+    return ml_collections.ConfigDict(fields)
+
+
+def model_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The ``model_kwargs`` fields that are set (not None)."""
+    return {k: v for k, v in config.model_kwargs.items() if v is not None}
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -117,13 +145,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.dtype={config.dtype!r}: use float32 or bfloat16")
     optim.validate_optim_config(config)
     # Construct the model with dummy data shapes: every architecture error surfaces now.
-    create_model(config.model, dtype=config.dtype, **dict(config.model_kwargs))
+    create_model(config.model, dtype=config.dtype, **model_overrides(config))
 
 
 def build_model(config: ml_collections.ConfigDict, split: Any) -> SwinTransformer:
     """The configured preset, fitted to the dataset's image shape and number of classes."""
     h, w, c = split.image_shape
-    overrides = dict(config.model_kwargs)
+    overrides = model_overrides(config)
     overrides.setdefault("num_classes", split.num_classes)
     overrides.setdefault("img_size", (h, w))
     overrides.setdefault("in_chans", c)

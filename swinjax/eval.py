@@ -108,4 +108,4 @@ def _work(fv: flags.FlagValues) -> dict:
 
 
 if __name__ == "__main__":
-    cli.run_program(define_flags, _work, required=("ckpt",))
+    cli.run_program(main)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from typing import Any
 
@@ -344,7 +345,11 @@ def create_model(name: str, **overrides: Any) -> SwinTransformer:
     fields = {f.name for f in dataclasses.fields(SwinTransformer)} - {"parent", "name"}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise ValueError(f"unknown SwinTransformer field(s) {unknown}; valid: {sorted(fields)}")
+        close = difflib.get_close_matches(unknown[0], fields, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(
+            f"unknown SwinTransformer field(s) {unknown}; {hint}valid: {sorted(fields)}"
+        )
     kwargs = {**PRESETS[name], **overrides}
     for key in ("depths", "num_heads"):
         kwargs[key] = tuple(int(v) for v in kwargs[key])
@@ -413,4 +418,4 @@ def main(argv: list[str]) -> int:
 if __name__ == "__main__":
     from swinjax import cli
 
-    cli.run_program(_define_flags, _work)
+    cli.run_program(main)

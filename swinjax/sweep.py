@@ -301,7 +301,6 @@ def summary_table(results: list[dict[str, Any]], keys: list[str]) -> str:
 
 
 def define_flags(fv: flags.FlagValues) -> None:
-    cli.config_flag(fv, "sweep config file: a training config with a `sweep` section")
     flags.DEFINE_string(
         "workdir", None, "directory for results.jsonl and sweep.png", flag_values=fv
     )
@@ -309,7 +308,13 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 def main(argv: list[str]) -> int:
     """``python -m swinjax.sweep`` with ``argv``; returns the exit status (see swinjax.cli)."""
-    return cli.main(argv, define_flags, _work, required=("config", "workdir"))
+    return cli.main(
+        argv,
+        define_flags,
+        _work,
+        required=("config", "workdir"),
+        config="sweep config file: a training config with a `sweep` section",
+    )
 
 
 def _work(fv: flags.FlagValues) -> dict[str, Any]:
@@ -318,4 +323,4 @@ def _work(fv: flags.FlagValues) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    cli.run_program(define_flags, _work, required=("config", "workdir"))
+    cli.run_program(main)

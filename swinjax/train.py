@@ -301,7 +301,6 @@ class _StopRequest:
 
 
 def define_flags(fv: flags.FlagValues) -> None:
-    cli.config_flag(fv)
     flags.DEFINE_string(
         "workdir", None, "directory for checkpoints, logs and plots", flag_values=fv
     )
@@ -309,7 +308,9 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 def main(argv: list[str]) -> int:
     """``python -m swinjax.train`` with ``argv``; returns the exit status (see swinjax.cli)."""
-    return cli.main(argv, define_flags, _work, required=("config", "workdir"))
+    return cli.main(
+        argv, define_flags, _work, required=("config", "workdir"), config="experiment config file"
+    )
 
 
 def _work(fv: flags.FlagValues) -> dict[str, Any]:
@@ -317,4 +318,4 @@ def _work(fv: flags.FlagValues) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    cli.run_program(define_flags, _work, required=("config", "workdir"))
+    cli.run_program(main)
