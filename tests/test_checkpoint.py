@@ -355,7 +355,7 @@ def _kill_during_startup(workdir: Path, log: Path, rng: random.Random) -> bool:
     """Killed after config.json is written (the init and train steps are compiled or loaded
     from the cache next) and before any train step is recorded."""
     run = _Launch(workdir, log)
-    assert run.kill_when(run.config_written, delay_s=rng.uniform(0.0, 0.3)), "run ended"
+    assert run.kill_when(run.config_written, delay_s=rng.uniform(0.0, 0.2)), "run ended"
     return not run.new_records()
 
 
@@ -364,8 +364,11 @@ def _kill_mid_epoch(workdir: Path, log: Path, rng: random.Random) -> bool:
     so the host is on step s + 1 or s + 2) with s % 16 <= 13, before the epoch's end."""
     offset = rng.randint(2, 12)
     run = _Launch(workdir, log)
-    ready = lambda: any(r["step"] % STEPS_PER_EPOCH == offset for r in run.new_records())  # noqa: E731
-    assert run.kill_when(ready), "run ended"
+
+    def reached_offset() -> bool:
+        return any(r["step"] % STEPS_PER_EPOCH == offset for r in run.new_records())
+
+    assert run.kill_when(reached_offset), "run ended"
     last = max(r["step"] for r in run.new_records())
     saved = checkpoint.Checkpointer(workdir, read_only=True).all_steps()
     beyond_last_save = not saved or saved[-1] < last
