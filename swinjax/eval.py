@@ -72,7 +72,9 @@ def run(
             raise checkpoint.CheckpointError(f"step {step} is not among the saved {steps_saved}")
         try:
             restored = ckpt_mgr.restore(step, template)
-        except Exception as e:  # noqa: BLE001 - orbax raises many types for a mismatched tree
+        except Exception as e:  # noqa: BLE001 - judged by is_bad_checkpoint, else re-raised
+            if not checkpoint.is_bad_checkpoint(e):
+                raise
             raise checkpoint.CheckpointError(
                 f"checkpoint {ckpt_mgr.directory}/{step} does not match the model in "
                 f"{workdir / checkpoint.CONFIG_FILE}: {type(e).__name__}: {str(e)[:400]}"
