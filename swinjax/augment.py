@@ -16,7 +16,18 @@ import jax.numpy as jnp
 # "crop_flip": random crop after zero padding + horizontal flip (the CIFAR standard).
 # "seed_exact": the Keras seed example, whose full-size RandomCrop is a no-op: flip only.
 # "none": images unchanged.
-MODES = ("crop_flip", "seed_exact", "none")
+MODES = ("crop_flip", "flip", "seed_exact", "none")  # "flip": as seed_exact, for any data
+RESIZE_METHODS = ("bilinear", "bicubic")
+# Per-channel (mean, std) on the [0, 1] scale, for config.normalize: "imagenet", or "dataset"
+# (the training statistics of the named dataset).
+NORMALIZATION = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+}
+NORMALIZE_MODES = ("", "imagenet", "dataset")
 
 
 def _check_images(images_BHWC: jax.Array) -> None:
@@ -73,7 +84,7 @@ def augment(key: jax.Array, images_BHWC: jax.Array, mode: str, padding: int = 4)
     _check_images(images_BHWC)
     if mode == "crop_flip":
         return random_crop_flip(key, images_BHWC, padding)
-    if mode == "seed_exact":
+    if mode in ("flip", "seed_exact"):
         return random_flip(key, images_BHWC)
     return images_BHWC
 
@@ -100,3 +111,37 @@ def normalize(
     if any(float(s) <= 0 for s in std):
         raise ValueError(f"normalize: every std must be > 0, got {std}")
     return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+
+
+def normalization(
+    mode: str, dataset: str, mean: Sequence[float], std: Sequence[float]
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) to standardise with: ``mode`` "" takes ``mean``/``std`` as given (empty:
+    none, images scaled to [0, 1] only, as the seed), "imagenet" ImageNet's, "dataset" the
+    training statistics of ``dataset`` (:data:`NORMALIZATION`)."""
+    if mode not in NORMALIZE_MODES:
+        raise ValueError(f"config.normalize={mode!r}: use one of {NORMALIZE_MODES}")
+    if mode and (mean or std):
+        raise ValueError(f"config.normalize={mode!r} and config.mean/std both set; keep one")
+    if mode == "dataset":
+        name = dataset.split(":")[0]
+        if name not in NORMALIZATION:
+            raise ValueError(
+                f"config.normalize='dataset': no statistics known for {dataset!r} (known: "
+                f"{sorted(NORMALIZATION)}); set --config.normalize=imagenet, or config.mean "
+                "and config.std"
+            )
+        mode = name
+    mean, std = NORMALIZATION[mode] if mode else (tuple(mean), tuple(std))
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def resize(x_BHWC: jax.Array, size: tuple[int, int], method: str = "bilinear") -> jax.Array:
+    """Float images resized to ``size`` (H, W) with ``jax.image.resize`` (antialiased when
+    shrinking); images already of that size are returned as they are."""
+    if method not in RESIZE_METHODS:
+        raise ValueError(f"resize method {method!r} is not one of {RESIZE_METHODS}")
+    B, H, W, C = x_BHWC.shape
+    if (H, W) == tuple(size):
+        return x_BHWC
+    return jax.image.resize(x_BHWC, (B, *size, C), method=method, antialias=True)

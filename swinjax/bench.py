@@ -111,7 +111,7 @@ def run(
     mesh = parallel.make_mesh()  # data parallel over every device, as train.py runs
     parallel.check_batch_size(bs, mesh.size)
     state = steps.create_train_state(
-        config, build_model(config, split), steps_per_epoch=max(1, split.num_examples // bs)
+        config, build_model(config, split), steps_per_epoch=max(1, split.steps_per_epoch(bs))
     )
     state = parallel.replicate(state, mesh)
     batch = parallel.put_batch(next(data.train_batches(split, bs, config.seed, 0)), mesh)
@@ -181,7 +181,7 @@ def _pipeline_and_loop(
     """The host pipeline alone; the training loop as ``swinjax.train`` runs it (swinjax.loop:
     pipeline, prefetch, metrics one step late); one validation pass; an epoch from those."""
     bs, sharding = config.batch_size, parallel.batch_sharding(mesh)
-    steps_per_epoch = data.steps_per_epoch(split.num_examples, bs)
+    steps_per_epoch = split.steps_per_epoch(bs)
     n_pipe = min(steps_per_epoch, max(n_steps * 5, 50))
     t0 = time.perf_counter()
     pipeline = data.prefetch_to_device(data.train_batches(split, bs, config.seed, 1), 2, sharding)

@@ -19,7 +19,7 @@ from typing import Any
 
 import ml_collections
 
-from swinjax import augment, data, optim
+from swinjax import augment, optim
 from swinjax.model import PRESETS, SwinTransformer, create_model
 
 # Roles. RUN: shapes what the run computes. LENGTH: how long it goes on. OUTPUT: what is logged,
@@ -37,6 +37,14 @@ KEYS: dict[str, tuple[Any, str, str]] = {
     "test_split": ("test", EVAL, "evaluated once at the end; '': no test evaluation"),
     "batch_size": (128, RUN, "global batch size (split across all devices)"),
     "eval_batch_size": (0, OUTPUT, "evaluation batch size; 0: batch_size"),
+    "download": (True, OUTPUT, "download and prepare a tfds dataset missing from data_dir"),
+    "input_pipeline": ("auto", RUN, "'memory', 'stream' (tf.data), or 'auto': memory if it fits"),
+    "memory_budget_gb": (4.0, RUN, "auto: memory when the decoded split is at most this size"),
+    "shuffle_buffer": (16_384, RUN, "stream: shuffle buffer per data shard, in examples"),
+    "rrc_scale": ((0.08, 1.0), RUN, "images of varying size: random-resized-crop area range"),
+    "rrc_ratio": ((3 / 4, 4 / 3), RUN, "... and its aspect-ratio (width / height) range"),
+    "eval_crop_fraction": (0.875, RUN, "... evaluation: center crop / resized shorter side"),
+    "resize_method": ("bilinear", RUN, "host and device resizes: 'bilinear' or 'bicubic'"),
     "synthetic_num_classes": (10, RUN, "dataset='synthetic': classes"),
     "synthetic_image_size": (16, RUN, "dataset='synthetic': image height and width"),
     "synthetic_channels": (3, RUN, "dataset='synthetic': channels"),
@@ -65,10 +73,11 @@ KEYS: dict[str, tuple[Any, str, str]] = {
     "b2": (0.999, RUN, "Adam's beta 2"),
     "adam_eps": (1e-8, RUN, "Adam's epsilon (Keras' default is 1e-7)"),
     "adam_eps_keras": (False, RUN, "True: epsilon added to the uncorrected sqrt(v), as Keras"),
-    "augment": ("crop_flip", RUN, "'crop_flip', 'seed_exact' (flip only) or 'none'"),
+    "augment": ("crop_flip", RUN, "on the device: 'crop_flip', 'flip', 'seed_exact' or 'none'"),
     "crop_padding": (4, RUN, "crop_flip: zero padding before the random crop, in pixels"),
     "mean": ((), RUN, "per-channel mean on the [0, 1] scale; (): images scaled to [0, 1] only"),
     "std": ((), RUN, "per-channel std, with mean"),
+    "normalize": ("", RUN, "'': mean/std as set; 'imagenet'; 'dataset': the dataset's stats"),
     # ------------------------------------------------------------------------ run length
     "num_epochs": (40, LENGTH, "epochs; the schedule spans them (re-planned if it changes)"),
     "max_steps": (0, LENGTH, "> 0: stop after this many steps in all (smoke runs)"),
@@ -144,8 +153,28 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.dtype not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"config.dtype={config.dtype!r}: use float32 or bfloat16")
     optim.validate_optim_config(config)
+    augment.normalization(config.normalize, config.dataset, config.mean, config.std)
+    _validate_data_keys(config)
     # Construct the model with dummy data shapes: every architecture error surfaces now.
     create_model(config.model, dtype=config.dtype, **model_overrides(config))
+
+
+def _validate_data_keys(config: ml_collections.ConfigDict) -> None:
+    if config.input_pipeline not in ("auto", "memory", "stream"):
+        raise ValueError(
+            f"config.input_pipeline={config.input_pipeline!r}: use 'auto', 'memory' or 'stream'"
+        )
+    if not config.memory_budget_gb >= 0 or config.shuffle_buffer < 1:
+        raise ValueError("config.memory_budget_gb must be >= 0 and config.shuffle_buffer >= 1")
+    if config.resize_method not in augment.RESIZE_METHODS:
+        raise ValueError(
+            f"config.resize_method={config.resize_method!r}: use one of {augment.RESIZE_METHODS}"
+        )
+    from swinjax.preprocess import HostPreprocess  # validates the crop settings
+
+    HostPreprocess(
+        (1, 1), tuple(config.rrc_scale), tuple(config.rrc_ratio), config.eval_crop_fraction
+    )
 
 
 def build_model(config: ml_collections.ConfigDict, split: Any) -> SwinTransformer:
@@ -158,13 +187,13 @@ def build_model(config: ml_collections.ConfigDict, split: Any) -> SwinTransforme
     return create_model(config.model, dtype=config.dtype, **overrides)
 
 
-def training_steps(config: ml_collections.ConfigDict, num_examples: int) -> tuple[int, int]:
-    """(steps per epoch, total steps) for ``num_examples`` training examples under ``config``
+def training_steps(config: ml_collections.ConfigDict, split: Any) -> tuple[int, int]:
+    """(steps per epoch, total steps) over the training ``split`` under ``config``
     (``max_steps`` > 0 caps the total); a batch larger than the split is an error."""
-    steps_per_epoch = data.steps_per_epoch(num_examples, config.batch_size)
+    steps_per_epoch = split.steps_per_epoch(config.batch_size)
     if steps_per_epoch == 0:
         raise ValueError(
-            f"batch_size {config.batch_size} exceeds the {num_examples} training "
+            f"batch_size {config.batch_size} exceeds the {split.num_examples} training "
             "examples; lower --config.batch_size"
         )
     total_steps = steps_per_epoch * config.num_epochs

@@ -1,49 +1,49 @@
-"""Image classification data from tfds, held in host memory, fed to the device in batches.
+"""Image classification data from tfds or image folders, fed to the device in batches.
 
-Any tfds dataset with an ``image`` and a class ``label`` feature works (``cifar100``, ``cifar10``,
-``mnist``, ``fashion_mnist`` with C=1, ...), plus ``synthetic``, an offline dataset for demos and
-tests. A split is read once through tfds (never downloading: a missing dataset is an error that
-says what to do, not a hang on the network) into uint8 arrays and cached in the process.
+Any tfds dataset with an ``image`` and a class ``label`` feature works (``cifar100``,
+``cifar10``, ``mnist`` with C=1, ``imagenette``, ...), a folder of your own images
+(``imagefolder:/path``, :mod:`swinjax.sources`), plus ``synthetic``, an offline dataset for demos
+and tests. A tfds dataset that is not prepared is downloaded first (``config.download``).
 
-Training order is a numpy permutation that is a pure function of (seed, epoch), so a run resumed
-at (epoch, step) sees exactly the batches an uninterrupted one would. Augmentation runs on the
-device (:mod:`swinjax.augment`); the host only gathers rows of arrays.
+Two pipelines with one contract (:func:`train_batches`, :func:`eval_batches`):
+
+- ``memory`` (:class:`Split`): the split read once into uint8 arrays in host memory and cached
+  in the process; the host only gathers rows. The fastest for datasets that fit (CIFAR).
+- ``stream`` (:class:`swinjax.stream.StreamSplit`): tf.data over the tfds record files, for
+  splits larger than memory and for images of varying size (decoded, random-resized-cropped or
+  center-cropped to the model's size on the host).
+
+``config.input_pipeline = "auto"`` picks ``memory`` when the images have one size and the split
+decoded fits in ``config.memory_budget_gb``, else ``stream``. Training order is a pure function
+of (seed, epoch), so a run resumed at (epoch, step) sees exactly the batches an uninterrupted one
+would. Augmentation runs on the device (:mod:`swinjax.augment`).
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import difflib
 import functools
-import os
 import queue
 import threading
 import types
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 
-from swinjax import parallel
+from swinjax import parallel, sources
+from swinjax.sources import (  # noqa: F401  (re-exported: data.* is the data API)
+    SYNTHETIC,
+    DatasetNotFoundError,
+    InvalidSplitError,
+    UnknownDatasetError,
+    resolve_data_dir,
+)
 
-SYNTHETIC = "synthetic"
 _CACHE_SIZE = 8
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """The dataset is not prepared in the data directory (and nothing will download it)."""
-
-
-class UnknownDatasetError(ValueError):
-    """``config.dataset`` names neither a tfds dataset nor ``synthetic``."""
-
-
-class InvalidSplitError(ValueError):
-    """A split string that does not parse or names a split the dataset does not have."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -66,15 +66,20 @@ class Split:
         h, w, c = self.images_EHWC.shape[1:]
         return int(h), int(w), int(c)
 
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """Full training batches per epoch (the last partial batch is dropped)."""
+        return steps_per_epoch(self.num_examples, batch_size)
 
-def resolve_data_dir(data_dir: str | None) -> str | None:
-    """``data_dir``, else ``$TFDS_DATA_DIR``, else None (tfds' default)."""
-    return data_dir or os.environ.get("TFDS_DATA_DIR") or None
 
-
-def load_split(config: ml_collections.ConfigDict, spec: str) -> Split:
-    """The split ``spec`` (a tfds split string such as ``train[:90%]``) of ``config.dataset``."""
+def load_split(config: ml_collections.ConfigDict, spec: str) -> Split | Any:
+    """The split ``spec`` (a tfds split string such as ``train[:90%]``) of ``config.dataset``,
+    in the pipeline ``config.input_pipeline`` asks for (:func:`choose_pipeline`)."""
     if config.dataset == SYNTHETIC:
+        if config.input_pipeline == "stream":
+            raise ValueError(
+                "config.input_pipeline='stream' reads tfds files; "
+                f"{SYNTHETIC!r} lives in memory: use 'auto' or 'memory'"
+            )
         return synthetic_split(
             spec,
             num_classes=config.synthetic_num_classes,
@@ -84,7 +89,55 @@ def load_split(config: ml_collections.ConfigDict, spec: str) -> Split:
             test_examples=config.synthetic_test_examples,
             seed=config.synthetic_seed,
         )
-    return load_tfds_split(config.dataset, resolve_data_dir(config.get("data_dir")), spec)
+    builder = sources.open_builder(config.dataset, config.data_dir, config.download)
+    if choose_pipeline(config, builder, spec) == "memory":
+        return load_tfds_split(config.dataset, config.data_dir, spec, builder=builder)
+    from swinjax import stream  # imports TensorFlow
+
+    fixed, _ = sources.image_features(builder, config.dataset)
+    return stream.open_split(
+        builder,
+        spec,
+        name=config.dataset,
+        num_shards=jax.device_count(),
+        host_preprocess=None if fixed else host_preprocess(config),
+        shuffle_buffer=config.shuffle_buffer,
+    )
+
+
+def choose_pipeline(config: ml_collections.ConfigDict, builder: Any, spec: str) -> str:
+    """``"memory"`` or ``"stream"``: as configured, or for ``auto`` memory when the images have
+    one size and ``spec`` decoded fits in ``config.memory_budget_gb``."""
+    fixed, channels = sources.image_features(builder, config.dataset)
+    if config.input_pipeline == "memory" and fixed is None:
+        raise ValueError(
+            f"config.input_pipeline='memory' needs images of one size; {config.dataset!r} has "
+            "images of varying size: use 'stream' (or 'auto')"
+        )
+    if config.input_pipeline != "auto" or sources.tfds_is_mocked():
+        return "memory" if config.input_pipeline in ("auto", "memory") else "stream"
+    if fixed is None or config.dataset.startswith(sources.IMAGEFOLDER):
+        return "stream"
+    sizes = {k: int(v.num_examples) for k, v in builder.info.splits.items()}
+    examples = sum(b - a for _, a, b in _absolute_ranges(config.dataset, spec, sizes))
+    decoded_gb = examples * fixed[0] * fixed[1] * channels / 2**30
+    return "memory" if decoded_gb <= config.memory_budget_gb else "stream"
+
+
+def host_preprocess(config: ml_collections.ConfigDict) -> Any:
+    """How the stream pipeline brings images of varying size to the model's input size."""
+    from swinjax.model import PRESETS, SwinTransformer
+    from swinjax.preprocess import HostPreprocess
+    from swinjax.windows import to_pair
+
+    size = config.model_kwargs.get("img_size") or PRESETS[config.model].get("img_size")
+    return HostPreprocess(
+        output_size=to_pair(size or SwinTransformer.img_size),
+        rrc_scale=tuple(config.rrc_scale),
+        rrc_ratio=tuple(config.rrc_ratio),
+        eval_crop_fraction=config.eval_crop_fraction,
+        resize_method=config.resize_method,
+    )
 
 
 def load_splits(config: ml_collections.ConfigDict) -> dict[str, Split]:
@@ -106,57 +159,6 @@ def clear_cache() -> None:
     """Forgets every cached split (tfds and synthetic)."""
     _tfds_cache.clear()
     synthetic_split.cache_clear()
-
-
-def _tfds_is_mocked() -> bool:
-    """True inside ``tfds.testing.mock_data``, whose fake examples must never be cached."""
-    from tensorflow_datasets.core import dataset_builder
-
-    as_dataset = dataset_builder.DatasetBuilder.as_dataset
-    return getattr(as_dataset, "__module__", "") != dataset_builder.__name__
-
-
-def _builder(name: str, data_dir: str | None) -> Any:
-    """The prepared tfds builder of ``name``, or a clear error saying how to prepare it."""
-    import tensorflow_datasets as tfds
-
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError:
-        known = tfds.list_builders(with_community_datasets=False)
-        close = difflib.get_close_matches(name.split(":")[0], known, n=3)
-        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
-        raise UnknownDatasetError(
-            f"config.dataset={name!r} is not a tfds dataset (nor one prepared in "
-            f"{data_dir or 'the default data directory'}); {hint}Use a tfds image "
-            f"classification dataset such as cifar100, cifar10, mnist or fashion_mnist "
-            f"(see tfds.list_builders()), or {SYNTHETIC!r} for offline synthetic data"
-        ) from None
-    if not builder.is_prepared() and not _tfds_is_mocked():
-        root = Path(builder.data_dir_root)
-        found = sorted(p.name for p in (root / builder.name).glob("*") if p.is_dir())
-        also = f" (versions found there: {found}; pick one as '{builder.name}:VERSION')"
-        raise DatasetNotFoundError(
-            f"dataset {name!r} (version {builder.version}) is not prepared in data_dir {root}"
-            f"{also if found else ''}, and swinjax never downloads. Fix: run "
-            f"`tfds build {builder.name} --data_dir DIR` on a machine with network access, then "
-            "pass --config.data_dir=DIR (or set TFDS_DATA_DIR=DIR) pointing at that prepared "
-            "tfds directory"
-        )
-    features = builder.info.features
-    if "image" not in features or "label" not in features:
-        raise ValueError(
-            f"dataset {name!r} has features {list(features)}; swinjax needs 'image' and 'label'"
-        )
-    image, label = features["image"], features["label"]
-    if None in tuple(image.shape) or np.dtype(image.np_dtype) != np.uint8:
-        raise ValueError(
-            f"dataset {name!r} has {image.np_dtype.__name__} images of shape {image.shape}; "
-            "swinjax needs uint8 images of one fixed size"
-        )
-    if getattr(label, "num_classes", None) is None:
-        raise ValueError(f"dataset {name!r}: 'label' is not a class label ({label!r})")
-    return builder
 
 
 def _absolute_ranges(name: str, spec: str, sizes: Mapping[str, int]) -> list[tuple[str, int, int]]:
@@ -188,16 +190,25 @@ def _read_numpy(builder: Any, spec: str) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def load_tfds_split(name: str, data_dir: str | None, spec: str) -> Split:
+def load_tfds_split(
+    name: str, data_dir: str | None, spec: str, *, download: bool = False, builder: Any = None
+) -> Split:
     """Split ``spec`` of tfds dataset ``name`` as uint8 arrays; cached per (dataset dir, spec).
 
     Raises :class:`UnknownDatasetError`, :class:`DatasetNotFoundError` (not prepared in
-    ``data_dir``) or :class:`InvalidSplitError` before reading anything. Splits whose sizes the
-    metadata does not record (e.g. under ``tfds.testing.mock_data``) are read whole and sliced
-    here with tfds' slicing arithmetic, so ``train[:90%]`` and ``train[90%:]`` always partition.
+    ``data_dir`` and not downloadable) or :class:`InvalidSplitError` before reading anything.
+    Splits whose sizes the metadata does not record (e.g. under ``tfds.testing.mock_data``) are
+    read whole and sliced here with tfds' slicing arithmetic, so ``train[:90%]`` and
+    ``train[90%:]`` always partition.
     """
-    builder = _builder(name, data_dir)
-    mocked = _tfds_is_mocked()
+    builder = builder or sources.open_builder(name, data_dir, download)
+    fixed, _ = sources.image_features(builder, name)
+    if fixed is None:
+        raise ValueError(
+            f"dataset {name!r} has images of varying size: the memory pipeline needs one size; "
+            "use --config.input_pipeline=stream (or auto)"
+        )
+    mocked = sources.tfds_is_mocked()
     key = (str(builder.data_dir), spec)
     if not mocked and key in _tfds_cache:
         _tfds_cache.move_to_end(key)
@@ -318,7 +329,20 @@ def train_batches(
     ``batch_size`` is the global batch. With ``process_count`` > 1 (multi-host) each process
     gets only its block of ``batch_size // process_count`` rows of every batch: the processes'
     blocks are disjoint and together make up the global batch.
+
+    A streamed split (:class:`swinjax.stream.StreamSplit`) yields its own batches under the same
+    contract.
     """
+    if not isinstance(split, Split):
+        yield from split.train_batches(
+            batch_size,
+            seed,
+            epoch,
+            start_step,
+            process_index=process_index,
+            process_count=process_count,
+        )
+        return
     num_steps = steps_per_epoch(split.num_examples, batch_size)
     if not 0 <= start_step <= num_steps:
         raise ValueError(f"start_step {start_step} is outside the epoch's {num_steps} steps")
@@ -337,8 +361,14 @@ def eval_batches(
     All batches have ``batch_size`` rows (one compiled shape); the last is padded with zero
     images and label 0, and ``mask`` is 1.0 for real rows, 0.0 for padding. With
     ``process_count`` > 1 each process gets its block of every (padded) global batch, as in
-    :func:`train_batches`; every process yields the same number of batches.
+    :func:`train_batches`; every process yields the same number of batches. A streamed split
+    yields its own batches under the same contract.
     """
+    if not isinstance(split, Split):
+        yield from split.eval_batches(
+            batch_size, process_index=process_index, process_count=process_count
+        )
+        return
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     rows = parallel.process_rows(batch_size, process_index, process_count)

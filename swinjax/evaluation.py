@@ -54,9 +54,11 @@ def _means(totals_P: dict[str, np.ndarray], i: int, split: data.Split) -> dict[s
     return {**scores, "num_examples": int(count)}
 
 
-def predict_samples(state: Any, split: data.Split, n: int) -> tuple[np.ndarray, ...]:
-    """The first ``n`` images of ``split``, their labels and the model's predictions."""
+def predict_samples(state: Any, split: Any, n: int) -> tuple[np.ndarray, ...]:
+    """The first ``n`` images of ``split`` (as evaluation reads them), their labels and the
+    model's predictions."""
     n = min(n, split.num_examples)
-    images = split.images_EHWC[:n]
+    batch = next(data.eval_batches(split, max(n, 1)))
+    images, labels = batch["image"][:n], batch["label"][:n]
     logits = steps.predict(state, jnp.asarray(images))
-    return images, split.labels_E[:n], np.asarray(jax.device_get(logits)).argmax(-1)
+    return images, labels, np.asarray(jax.device_get(logits)).argmax(-1)

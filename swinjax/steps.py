@@ -64,6 +64,7 @@ class TrainState(struct.PyTreeNode):
     crop_padding: int = struct.field(pytree_node=False, default=4)
     mean: tuple[float, ...] = struct.field(pytree_node=False, default=())
     std: tuple[float, ...] = struct.field(pytree_node=False, default=())
+    resize_method: str = struct.field(pytree_node=False, default="bilinear")
 
 
 # ------------------------------------------------------------------------------ train state
@@ -117,6 +118,7 @@ def create_train_state(
         rng = jax.random.wrap_key_data(jnp.asarray(rng, jnp.uint32))
     init_key, state_key = jax.random.split(rng)
 
+    mean, std = augment.normalization(config.normalize, config.dataset, config.mean, config.std)
     tx = make_optimizer(config)
     shape = _image_shape(model)
     init = _init_jit_cpu if jax.default_backend() == "cpu" else _init_jit
@@ -149,8 +151,9 @@ def create_train_state(
         schedule=config.schedule,
         augment_mode=config.get("augment", "none"),
         crop_padding=config.get("crop_padding", 4),
-        mean=tuple(config.get("mean", ())),
-        std=tuple(config.get("std", ())),
+        mean=mean,
+        std=std,
+        resize_method=config.resize_method,
     )
 
 
@@ -178,8 +181,11 @@ def topk_correct(logits_BK: jax.Array, labels_B: jax.Array, k: int) -> jax.Array
 
 
 def _inputs(state: TrainState, images: jax.Array) -> jax.Array:
-    """float32 model inputs: uint8 scaled to [0, 1], then the configured mean/std, if any."""
-    return augment.normalize(images, state.mean or None, state.std or None)
+    """float32 model inputs: uint8 scaled to [0, 1], then the configured mean/std, if any, then
+    resized to the model's input size where the images have another (CIFAR's 32x32 for a
+    224x224 Swin-T), with ``state.resize_method``."""
+    x = augment.normalize(images, state.mean or None, state.std or None)
+    return augment.resize(x, _image_shape(state.model)[:2], state.resize_method)
 
 
 # -------------------------------------------------------------------------------- the steps

@@ -96,11 +96,12 @@ def train_points(
     train_split = data.load_split(config, config.train_split)
     val_split = data.load_split(config, config.val_split)
     model = config_lib.build_model(config, train_split)
-    steps_per_epoch, total_steps = config_lib.training_steps(config, train_split.num_examples)
+    steps_per_epoch, total_steps = config_lib.training_steps(config, train_split)
     states = [steps.create_train_state(c, model, steps_per_epoch=steps_per_epoch) for c in configs]
     state = population.stack(states) if execution == "population" else states[0]
     del states  # a population is a copy: the P originals can go
     mesh = parallel.make_mesh()
+    parallel.check_batch_size(config.batch_size, mesh.size)
     state = parallel.replicate(state, mesh)
     # Both modes read the data in the order of the base seed: a swept seed changes the rest.
     plan = loop.Plan(

@@ -96,7 +96,7 @@ def _set_up(config: ml_collections.ConfigDict, workdir: Path) -> tuple[_Run, Any
     splits = data.load_splits(config)  # fails here, before compiling, if the dataset is missing
     train_split = splits["train"]
     model = config_lib.build_model(config, train_split)
-    steps_per_epoch, total_steps = config_lib.training_steps(config, train_split.num_examples)
+    steps_per_epoch, total_steps = config_lib.training_steps(config, train_split)
     plan = loop.Plan(
         train_split,
         config.batch_size,

@@ -171,13 +171,29 @@ def test_real_cifar10_from_shared_data_dir(monkeypatch) -> None:
 def test_missing_dataset_fails_fast_naming_it_and_the_fix(tmp_path, no_network) -> None:
     start = time.perf_counter()
     with pytest.raises(data.DatasetNotFoundError) as err:
-        data.load_splits(_config(dataset="cifar100", data_dir=str(tmp_path)))
+        data.load_splits(_config(dataset="cifar100", data_dir=str(tmp_path), download=False))
     assert time.perf_counter() - start < 10
-    assert not no_network
+    assert not no_network  # download=False: not even a probe
     message = str(err.value)
     assert "'cifar100'" in message and str(tmp_path) in message
-    assert "tfds build cifar100" in message and "--config.data_dir" in message
+    assert "download_and_prepare" in message and "--config.data_dir" in message
+    assert "config.download is False" in message
     assert isinstance(err.value, FileNotFoundError)
+
+
+def test_download_without_network_fails_fast_naming_the_host(tmp_path, no_network) -> None:
+    """download=True (the default) on a machine whose network refuses: a quick probe of the
+    dataset's download host, not tfds' ten retries with backoff (~3.5 minutes)."""
+    start = time.perf_counter()
+    with pytest.raises(data.DatasetNotFoundError) as err:
+        data.load_splits(_config(dataset="cifar100", data_dir=str(tmp_path)))
+    assert time.perf_counter() - start < 60  # generous: the probe alone takes milliseconds
+    assert no_network and all(args[0] == "www.cs.toronto.edu" for args in no_network)
+    message = str(err.value)
+    assert "'cifar100'" in message and str(tmp_path) in message
+    assert "download hosts cannot be reached (www.cs.toronto.edu:443" in message
+    assert "download_and_prepare" in message and "--config.data_dir" in message
+    assert not (tmp_path / "cifar100" / "3.0.2" / "dataset_info.json").exists()
 
 
 def test_unknown_dataset_and_bad_splits(tmp_path, no_network) -> None:
