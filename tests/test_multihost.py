@@ -125,3 +125,30 @@ def test_two_processes_preempted_then_resumed_equal_one_process(tmp_path, refere
     assert meta == ref_meta and int(state.step) == int(ref_state.step)
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref_state.params), strict=True):
         np.testing.assert_array_equal(a, b)  # bitwise: the same sums in the same order
+
+
+def test_two_processes_stream_resumed_equal_one_process(tmp_path, tiny_tfds_dir) -> None:
+    """The streaming pipeline: data shards = devices, each process reading only its shard; a
+    run stopped mid-epoch (max_steps) and resumed by a second two-process invocation ends with
+    the parameters of one process with two local devices, bitwise."""
+    stream = [
+        f"--config.dataset={tiny_tfds_dir.name}",
+        f"--config.data_dir={tiny_tfds_dir.data_dir}",
+        "--config.input_pipeline=stream",
+        "--config.batch_size=30",  # 15 rows per data shard; train[:90%]: 135 a shard, 9 steps
+    ]
+    one = _env(
+        XLA_FLAGS="--xla_backend_optimization_level=0 --xla_force_host_platform_device_count=2"
+    )
+    ref = _result(_train(tmp_path / "one", *stream, "--config.num_epochs=2", env=one))
+    assert ref["step"] == 18
+    two = tmp_path / "two"
+    first = [_result(p) for p in _two_processes(two, *stream, "--config.num_epochs=2",
+                                                 "--config.max_steps=13")]  # fmt: skip
+    assert first[0] == first[1] and first[0]["step"] == 13
+    assert first[0]["stopped_by"] == "max_steps"
+    second = [_result(p) for p in _two_processes(two, *stream, "--config.num_epochs=2")]
+    assert second[0] == second[1] and second[0]["step"] == 18
+    (a, _), (b, _) = _final_state(two), _final_state(tmp_path / "one")
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
+        np.testing.assert_array_equal(x, y)
