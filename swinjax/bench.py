@@ -7,7 +7,8 @@ Measures, for the config's model and batch size:
 - ``eval_images_per_s``: ``eval_step`` likewise;
 - ``pipeline_images_per_s``: the host input pipeline alone (epoch order, batch gather, transfer);
 - ``epoch_images_per_s``: the training loop as ``train.py`` runs it (pipeline, prefetch, metrics
-  fetched one step late) over ``--epoch_steps`` steps, and its ratio to the pure step time;
+  fetched one step late) over the first ``--epoch_steps`` steps of an epoch (0: all of them),
+  and its ratio to the pure step time;
 - ``epoch_with_validation_s``: a whole epoch, that loop's time per step times the epoch's steps
   plus one measured pass over the validation split, and its ratio to the pure step time;
 - peak memory, and on an accelerator the model FLOPs utilisation from XLA's cost analysis;
@@ -189,7 +190,7 @@ def _pipeline_and_loop(
         jax.block_until_ready([b for _, b in zip(range(n_pipe), pipeline, strict=False)][-1])
     pipeline_s = time.perf_counter() - t0
 
-    n_epoch = min(steps_per_epoch, epoch_steps)
+    n_epoch = min(steps_per_epoch, epoch_steps) if epoch_steps > 0 else steps_per_epoch
     plan = loop.Plan(split, bs, config.seed, steps_per_epoch, 3, 2 * steps_per_epoch + n_epoch)
     t0 = time.perf_counter()
     with contextlib.closing(loop.device_batches(plan, loop.Position(0, 2, 0), sharding)) as b:
@@ -226,7 +227,13 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_integer("batch_size", 0, "batch size (0: the config's)", flag_values=fv)
     flags.DEFINE_integer("steps", 20, "timed steps", flag_values=fv)
     flags.DEFINE_integer("warmup", 3, "untimed steps after compilation", flag_values=fv)
-    flags.DEFINE_integer("epoch_steps", 60, "steps of the full-loop measurement", flag_values=fv)
+    flags.DEFINE_integer(
+        "epoch_steps",
+        60,
+        "steps of the whole-loop measurement, from an epoch's start; 0: the whole epoch (with a "
+        "streaming pipeline, its per-epoch start, the shuffle buffer filling, is in the first)",
+        flag_values=fv,
+    )
     flags.DEFINE_bool(
         "json", False, "print only the JSON object (as the last line)", flag_values=fv
     )
