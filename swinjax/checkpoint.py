@@ -171,6 +171,7 @@ class Checkpointer:
             read_only=read_only,
             enable_async_checkpointing=not read_only,
             cleanup_tmp_directories=not read_only,  # what a killed save left behind
+            save_interval_steps=0 if read_only else 1,  # (orbax warns unless it is 0 there)
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options)
         self._in_flight: int | None = None  # the step a background thread is writing
