@@ -35,6 +35,7 @@ KEYS: dict[str, tuple[Any, str, str]] = {
     "train_split": ("train[:90%]", RUN, "tfds split string of the training data"),
     "val_split": ("train[90%:]", RUN, "validated after every epoch; '': no validation"),
     "test_split": ("test", EVAL, "evaluated once at the end; '': no test evaluation"),
+    "classes": ("", RUN, "keep only these classes, e.g. '5,6,7,8,9' (renumbered 0..k-1)"),
     "batch_size": (128, RUN, "global batch size (split across all devices)"),
     "eval_batch_size": (0, OUTPUT, "evaluation batch size; 0: batch_size"),
     "download": (True, OUTPUT, "download and prepare a tfds dataset missing from data_dir"),
@@ -73,6 +74,10 @@ KEYS: dict[str, tuple[Any, str, str]] = {
     "b2": (0.999, RUN, "Adam's beta 2"),
     "adam_eps": (1e-8, RUN, "Adam's epsilon (Keras' default is 1e-7)"),
     "adam_eps_keras": (False, RUN, "True: epsilon added to the uncorrected sqrt(v), as Keras"),
+    "layer_decay": (1.0, RUN, "layer-wise learning-rate decay (timm's grouping); 1.0: none"),
+    "freeze": ("", RUN, "'backbone' (a linear probe) or regexes of parameter paths, by commas"),
+    "init_from": ("", RUN, "start from weights: a file, a swinjax workdir, or hf-hub:timm/NAME"),
+    "init_head": ("auto", RUN, "with init_from: 'auto' (reset if its shape differs) or 'reset'"),
     "augment": ("crop_flip", RUN, "on the device: 'crop_flip', 'flip', 'seed_exact' or 'none'"),
     "crop_padding": (4, RUN, "crop_flip: zero padding before the random crop, in pixels"),
     "mean": ((), RUN, "per-channel mean on the [0, 1] scale; (): images scaled to [0, 1] only"),
@@ -155,8 +160,20 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     optim.validate_optim_config(config)
     augment.normalization(config.normalize, config.dataset, config.mean, config.std)
     _validate_data_keys(config)
+    _validate_finetune_keys(config)
     # Construct the model with dummy data shapes: every architecture error surfaces now.
     create_model(config.model, dtype=config.dtype, **model_overrides(config))
+
+
+def _validate_finetune_keys(config: ml_collections.ConfigDict) -> None:
+    from swinjax import data, param_groups
+
+    data.parse_classes(config.classes)
+    param_groups.parse_freeze(config.freeze)
+    if config.init_head not in ("auto", "reset"):
+        raise ValueError(f"config.init_head={config.init_head!r}: use 'auto' or 'reset'")
+    if config.init_head == "reset" and not config.init_from:
+        raise ValueError("config.init_head='reset' needs config.init_from (weights to start from)")
 
 
 def _validate_data_keys(config: ml_collections.ConfigDict) -> None:

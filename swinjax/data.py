@@ -73,7 +73,55 @@ class Split:
 
 def load_split(config: ml_collections.ConfigDict, spec: str) -> Split | Any:
     """The split ``spec`` (a tfds split string such as ``train[:90%]``) of ``config.dataset``,
-    in the pipeline ``config.input_pipeline`` asks for (:func:`choose_pipeline`)."""
+    in the pipeline ``config.input_pipeline`` asks for (:func:`choose_pipeline`), restricted to
+    ``config.classes`` where set (:func:`select_classes`)."""
+    split = _load_split(config, spec)
+    classes = parse_classes(config.classes)
+    if not classes:
+        return split
+    if not isinstance(split, Split):
+        raise ValueError(
+            "config.classes needs the memory pipeline (a streamed split's class counts are not "
+            "known before reading it): set --config.input_pipeline=memory"
+        )
+    return select_classes(split, classes)
+
+
+def parse_classes(classes: str) -> tuple[int, ...]:
+    """``"5,6,7"`` -> ``(5, 6, 7)``; ``""`` -> ``()``. ValueError for anything else."""
+    try:
+        parsed = tuple(int(c) for c in str(classes).replace(" ", "").split(",") if c != "")
+    except ValueError:
+        raise ValueError(
+            f"config.classes={classes!r}: give class indices separated by commas, e.g. '5,6,7'"
+        ) from None
+    if len(set(parsed)) != len(parsed) or any(c < 0 for c in parsed):
+        raise ValueError(f"config.classes={classes!r}: indices must be >= 0 and distinct")
+    return parsed
+
+
+def select_classes(split: Split, classes: tuple[int, ...]) -> Split:
+    """The examples of ``classes`` only, labels renumbered 0..k-1 in the order given, class
+    names kept (``classes=(5, 9)``: label 5 -> 0, 9 -> 1)."""
+    bad = [c for c in classes if c >= split.num_classes]
+    if bad:
+        raise ValueError(
+            f"config.classes: {bad} out of range; {split.name} has {split.num_classes} classes"
+        )
+    new_label = np.full(split.num_classes, -1, np.int32)
+    new_label[list(classes)] = np.arange(len(classes), dtype=np.int32)
+    keep_E = new_label[split.labels_E] >= 0
+    names = tuple(split.class_names[c] for c in classes) if split.class_names else ()
+    return _frozen_split(
+        split.images_EHWC[keep_E],
+        new_label[split.labels_E[keep_E]],
+        f"{split.name}{{classes {','.join(map(str, classes))}}}",
+        len(classes),
+        names,
+    )
+
+
+def _load_split(config: ml_collections.ConfigDict, spec: str) -> Split | Any:
     if config.dataset == SYNTHETIC:
         if config.input_pipeline == "stream":
             raise ValueError(

@@ -46,6 +46,7 @@ OPTIM_KEYS = (
     "b2",
     "adam_eps",
     "adam_eps_keras",
+    "layer_decay",
 )
 # The float32 scalars of ``TrainState.hparams``.
 HPARAM_KEYS = (
@@ -60,6 +61,7 @@ HPARAM_KEYS = (
     "adam_eps",
     "adam_eps_keras",  # 1.0: epsilon hat (Keras), 0.0: optax's epsilon
     "grad_clip_norm",  # 0.0: no clipping
+    "layer_decay",  # 1.0: every layer at the full learning rate (swinjax.param_groups)
 )
 
 
@@ -75,7 +77,14 @@ def validate_optim_config(c: ml_collections.ConfigDict) -> None:
     def bad(key: str, rule: str) -> ValueError:
         return ValueError(f"config.{key}={c[key]!r}: {rule}")
 
-    numeric = ("learning_rate", "weight_decay", "label_smoothing", "warmup_epochs", "min_lr")
+    numeric = (
+        "learning_rate",
+        "weight_decay",
+        "label_smoothing",
+        "warmup_epochs",
+        "min_lr",
+        "layer_decay",
+    )
     for key in (*numeric, "grad_clip_norm", "b1", "b2", "adam_eps"):
         v = c[key]
         if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
@@ -111,6 +120,8 @@ def validate_optim_config(c: ml_collections.ConfigDict) -> None:
     for key in ("b1", "b2"):
         if not 0 <= c[key] < 1:
             raise bad(key, "must be in [0, 1); Adam's defaults are b1=0.9, b2=0.999")
+    if not 0 < c.layer_decay <= 1:
+        raise bad("layer_decay", "must be in (0, 1]; 1.0: no decay, 0.75: timm's fine-tuning")
     if not c.adam_eps > 0:
         raise bad("adam_eps", "must be > 0; optax's default is 1e-8, Keras' 1e-7")
 

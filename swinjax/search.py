@@ -48,6 +48,8 @@ POPULATION_KEYS = frozenset(
         "adam_eps",
         "adam_eps_keras",
         "grad_clip_norm",
+        "layer_decay",
+        "freeze",
         "seed",
     }
 )

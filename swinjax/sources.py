@@ -126,9 +126,9 @@ def _prepare(builder: Any, name: str, download: bool) -> None:
     root = Path(builder.data_dir_root)
     fixes = (
         "Fix: run where the network reaches the dataset's host (swinjax downloads into "
-        f"--config.data_dir; or prepare it there with tfds: python -c \"import "
+        f'--config.data_dir; or prepare it there with tfds: python -c "import '
         f"tensorflow_datasets as tfds; tfds.builder('{name}', data_dir='DIR')"
-        ".download_and_prepare()\"), then copy DIR here and pass --config.data_dir=DIR (or set "
+        '.download_and_prepare()"), then copy DIR here and pass --config.data_dir=DIR (or set '
         "TFDS_DATA_DIR=DIR)"
     )
     where = f"dataset {name!r} (version {builder.version}) is not prepared in data_dir {root}"

@@ -37,7 +37,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from swinjax import augment, optim
+from swinjax import augment, optim, param_groups
 from swinjax.optim import (  # noqa: F401  (re-exported: steps.* is the training API)
     HPARAM_KEYS,
     OPTIM_KEYS,
@@ -57,6 +57,7 @@ class TrainState(struct.PyTreeNode):
     opt_state: Any
     rng: jax.Array  # typed PRNG key; step s uses fold_in(rng, s)
     hparams: dict[str, jax.Array]  # float32 scalars (HPARAM_KEYS) a sweep may vary
+    trainable: Any  # per parameter, a float32 scalar: 1.0 trains, 0.0 frozen (param_groups)
     model: nn.Module = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
     schedule: str = struct.field(pytree_node=False, default="constant")
@@ -139,6 +140,7 @@ def create_train_state(
         "adam_eps": config.adam_eps,
         "adam_eps_keras": float(config.adam_eps_keras),
         "grad_clip_norm": config.grad_clip_norm,
+        "layer_decay": config.layer_decay,
     }
     return TrainState(
         step=jnp.zeros((), jnp.int32),
@@ -146,6 +148,7 @@ def create_train_state(
         opt_state=opt_state,
         rng=state_key,
         hparams={k: jnp.asarray(hparams[k], jnp.float32) for k in HPARAM_KEYS},
+        trainable=param_groups.trainable_mask(params, config.freeze),
         model=model,
         tx=tx,
         schedule=config.schedule,
@@ -197,6 +200,8 @@ def _one_train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[Tra
 
     The batch is augmented here, on the device (``state.augment_mode``); metrics are float32
     scalars: ``loss``, ``top1``, ``top5``, ``learning_rate`` and ``grad_norm`` (before clipping).
+    Frozen parameters (``state.trainable``) get no gradient and no update; the others' updates
+    are scaled by their layer's learning-rate factor (``hparams["layer_decay"]``).
     """
     step_key = jax.random.fold_in(state.rng, state.step)
     aug_key, dropout_key = jax.random.split(step_key)
@@ -210,6 +215,7 @@ def _one_train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[Tra
         return loss, logits
 
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grads = jax.tree.map(lambda g, t: g * t.astype(g.dtype), grads, state.trainable)
     grad_norm = optax.tree.norm(grads)
     grads = optim.clip_by_global_norm(grads, grad_norm, state.hparams["grad_clip_norm"])
     lr = optim.learning_rate_at(state.step, state.hparams, state.schedule)
@@ -222,6 +228,7 @@ def _one_train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[Tra
         learning_rate=lr,
         hparams=state.hparams,
     )
+    updates = param_groups.scale_updates(updates, state.hparams["layer_decay"], state.trainable)
     params = optax.apply_updates(state.params, updates)
     metrics = {
         "loss": loss,

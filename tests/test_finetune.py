@@ -1,0 +1,116 @@
+"""Fine-tuning recipe features: layer-wise learning-rate decay (timm's Swin grouping), freezing,
+class subsets; all array hyperparameters, so sweeps over them compile once."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from swinjax import data, param_groups, steps
+from swinjax.model import create_model, param_shapes
+from tests.conftest import make_tiny_config
+
+MODEL = create_model("tiny_test")  # depths (2, 2)
+
+
+def _batch(n=16):
+    key = jax.random.key(0)
+    images = jax.random.randint(key, (n, 16, 16, 3), 0, 256).astype(jnp.uint8)
+    return {"image": images, "label": jax.random.randint(jax.random.fold_in(key, 1), (n,), 0, 10)}
+
+
+def _state(**overrides):
+    base = dict(augment="none", weight_decay=0.0, learning_rate=1e-3, schedule="constant",
+                warmup_epochs=0.0)  # fmt: skip
+    return steps.create_train_state(
+        make_tiny_config(**{**base, **overrides}), MODEL, steps_per_epoch=10
+    )
+
+
+def test_layer_ids_follow_timms_swin_grouping() -> None:
+    ids, num_layers = param_groups.layer_ids(param_shapes(MODEL))
+    by_prefix = {"/".join(p): i for p, i in ids.items()}
+
+    def layer(prefix):
+        found = {i for name, i in by_prefix.items() if name.startswith(prefix)}
+        assert len(found) == 1, (prefix, found)
+        return found.pop()
+
+    # stem 0; stage 0's blocks 1, 2; stage 1's merging with its block 0 in 3, block 1 in 4;
+    # the final norm with the last block; the head last.
+    assert layer("patch_embed/") == 0
+    assert (layer("layers_0/blocks_0/"), layer("layers_0/blocks_1/")) == (1, 2)
+    assert layer("layers_1/downsample/") == layer("layers_1/blocks_0/") == 3
+    assert layer("layers_1/blocks_1/") == layer("norm/") == 4
+    assert layer("head/") == 5 and num_layers == 6
+    swin_t = param_groups.layer_ids(param_shapes(create_model("swin_t")))
+    assert swin_t[1] == 1 + 12 + 1  # stem, 12 blocks, head
+
+
+def test_each_layer_learns_at_its_decayed_rate() -> None:
+    """Adam's first step moves every weight by lr * scale (g / |g| = sign g): the largest move in
+    each parameter is its layer's learning rate."""
+    decay = 0.5
+    state = _state(layer_decay=decay)
+    before = traverse_util.flatten_dict(jax.device_get(state.params))
+    state, _ = steps.train_step(state, _batch())
+    after = traverse_util.flatten_dict(jax.device_get(state.params))
+    ids, num_layers = param_groups.layer_ids(state.params)
+    for path, layer in ids.items():
+        moved = np.abs(after[path] - before[path]).max()
+        want = 1e-3 * decay ** (num_layers - 1 - layer)
+        # within 2%: a tiny gradient (|g| ~ eps) moves less; a wrong layer is off by 2x
+        np.testing.assert_allclose(moved, want, rtol=2e-2, err_msg="/".join(path))
+
+
+def test_frozen_parameters_do_not_change() -> None:
+    state = _state(freeze="backbone", learning_rate=1e-2)
+    before = traverse_util.flatten_dict(jax.device_get(state.params))
+    batch = _batch()
+    for _ in range(3):
+        state, metrics = steps.train_step(state, batch)
+    after = traverse_util.flatten_dict(jax.device_get(state.params))
+    for path in before:
+        if path[0] == "head":
+            assert not np.array_equal(before[path], after[path]), path
+        else:
+            np.testing.assert_array_equal(before[path], after[path], err_msg="/".join(path))
+    regex = _state(freeze=r"layers_0/, patch_embed")
+    flat = traverse_util.flatten_dict(regex.trainable)
+    assert {p[0] for p, t in flat.items() if float(t) == 0.0} == {"layers_0", "patch_embed"}
+
+
+def test_sweeping_layer_decay_and_freeze_compiles_once() -> None:
+    batch = _batch()
+    sizes = []
+    for overrides in (dict(layer_decay=1.0), dict(layer_decay=0.75, freeze="backbone")):
+        state, _ = steps.train_step(_state(**overrides), batch)
+        sizes.append(steps.train_step._cache_size())
+    assert sizes[0] == sizes[1]
+
+
+def test_bad_freeze_and_layer_decay_are_named() -> None:
+    with pytest.raises(ValueError, match=r"'blocks_9' matches no parameter; paths look like"):
+        _state(freeze="blocks_9")
+    with pytest.raises(ValueError, match="is not a regular expression"):
+        param_groups.parse_freeze("layers_(")
+    with pytest.raises(ValueError, match=r"config.layer_decay=0.0: must be in \(0, 1\]"):
+        steps.validate_optim_config(make_tiny_config(layer_decay=0.0))
+
+
+def test_class_subsets_renumber_labels_and_keep_names() -> None:
+    config = make_tiny_config(classes="7,2,5")
+    full = data.load_split(make_tiny_config(), "train")
+    subset = data.load_split(config, "train")
+    assert subset.num_classes == 3
+    assert subset.class_names == ("class_7", "class_2", "class_5")
+    keep = np.isin(full.labels_E, [7, 2, 5])
+    np.testing.assert_array_equal(subset.images_EHWC, full.images_EHWC[keep])
+    mapping = {7: 0, 2: 1, 5: 2}
+    np.testing.assert_array_equal(subset.labels_E, [mapping[c] for c in full.labels_E[keep]])
+    for bad, message in (("1,1", "distinct"), ("a", "class indices"), ("3,99", "out of range")):
+        with pytest.raises(ValueError, match=message):
+            data.load_split(make_tiny_config(classes=bad), "train")
