@@ -2,61 +2,111 @@
 
     sd = {k: v.numpy() for k, v in timm_model.state_dict().items()}   # or a safetensors file
     params = params_from_timm(sd, model=create_model("swin_t"))
-    logits = model.apply({"params": params}, x_BHWC)
+    model = create_model("swin_t", img_size=256, window_size=8, num_classes=100)
+    params, report = convert_checkpoint(sd, model, head="auto")   # head: left to initialise
 
 The conversion is a rename table plus layout changes: ``a.b.3.c`` becomes ``a/b_3/c``; linear
 weights (out, in) become kernels (in, out); the patch-embedding conv (O, I, kh, kw) becomes
 (kh, kw, I, O); LayerNorm ``weight`` becomes ``scale``. The official layout (weights under
 ``"model"``, a stage's patch merging at its end, ``head.weight``, buffers saved) is recognised
 and mapped onto timm's (merging at the start of the next stage, ``head.fc``).
+
+A checkpoint of another size is adapted as timm's ``checkpoint_filter_fn`` does for a timm model
+of the new size created with pretrained weights: derived buffers dropped, relative position bias
+tables resized to the model's windows, the patch embedding resampled to a new patch size, an
+absolute position embedding (``ape``: the official code's; timm's Swin has none) interpolated to
+the new grid, by numpy versions of timm's functions of the same names (below).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from flax import traverse_util
 
+from swinjax import windows
+
 # Buffers that the official checkpoints save and that swinjax derives from shapes.
 _BUFFER_SUFFIXES = ("relative_position_index", "attn_mask")
 _NORM_MODULE = re.compile(r"(^|\.)norm\d?$")
+_REL_TABLE = re.compile(r"^layers\.(\d+)\.blocks\.\d+\.attn\.relative_position_bias_table$")
+HEAD_MODES = ("load", "reset", "auto")
 
 
 class CheckpointMismatchError(ValueError):
     """A state dict that does not fit the model: names the offending keys."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Resized:
+    """One checkpoint tensor adapted to the model: timm key, shapes in the checkpoint's layout."""
+
+    key: str
+    from_shape: tuple[int, ...]
+    to_shape: tuple[int, ...]
+    how: str
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What :func:`convert_checkpoint` did with each tensor (keys in timm's naming).
+
+    ``loaded``: checkpoint tensors taken as they are; ``resized``: adapted to the model;
+    ``unused``: checkpoint keys left out (``skip``, or a head being re-initialised); ``missing``:
+    model params not in the result (initialise them); ``buffers``: derived buffers dropped;
+    ``head_reset``: (checkpoint classes or None without a head, model classes) when the
+    classifier is left for re-initialisation.
+    """
+
+    layout: str = "timm"
+    loaded: list[str] = dataclasses.field(default_factory=list)
+    resized: list[Resized] = dataclasses.field(default_factory=list)
+    unused: list[str] = dataclasses.field(default_factory=list)
+    missing: list[str] = dataclasses.field(default_factory=list)
+    buffers: list[str] = dataclasses.field(default_factory=list)
+    head_reset: tuple[int | None, int] | None = None
+    source: str = ""
+
+
 def _unwrap(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
     for wrapper in ("model", "state_dict"):
         if wrapper in state_dict and isinstance(state_dict[wrapper], Mapping):
             state_dict = state_dict[wrapper]
-    out = {}
-    for k, v in state_dict.items():
-        arr = np.asarray(v.numpy() if hasattr(v, "numpy") else v)
-        out[k.removeprefix("module.")] = arr
-    return out
+    return {
+        k.removeprefix("module."): np.asarray(v.numpy() if hasattr(v, "numpy") else v)
+        for k, v in state_dict.items()
+    }
+
+
+def _timm_layout(state_dict: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], str, list[str]]:
+    """(timm-named tensors, "timm" or "official", dropped buffer keys)."""
+    sd = _unwrap(state_dict)
+    official = "layers.0.downsample.reduction.weight" in sd
+    out, buffers = {}, []
+    for k, v in sd.items():
+        if k.endswith(_BUFFER_SUFFIXES):
+            buffers.append(k)
+            continue
+        if official:
+            k = re.sub(r"layers\.(\d+)\.downsample", _next_stage, k)
+            k = re.sub(r"^head\.(weight|bias)$", r"head.fc.\1", k)
+        out[k] = v
+    return out, ("official" if official else "timm"), buffers
+
+
+def _next_stage(m: re.Match) -> str:
+    return f"layers.{int(m.group(1)) + 1}.downsample"
 
 
 def to_timm_layout(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Unwraps, drops derived buffers, and moves an official checkpoint onto timm's names."""
-    sd = _unwrap(state_dict)
-    official = "layers.0.downsample.reduction.weight" in sd
-    out = {}
-    for k, v in sd.items():
-        if k.endswith(_BUFFER_SUFFIXES):
-            continue
-        if official:
-            k = re.sub(
-                r"layers\.(\d+)\.downsample",
-                lambda m: f"layers.{int(m.group(1)) + 1}.downsample",
-                k,
-            )
-            k = re.sub(r"^head\.(weight|bias)$", r"head.fc.\1", k)
-        out[k] = v
-    return out
+    return _timm_layout(state_dict)[0]
 
 
 def _flax_leaf(torch_key: str, value: np.ndarray) -> tuple[tuple[str, ...], np.ndarray]:
@@ -86,49 +136,263 @@ def _flax_leaf(torch_key: str, value: np.ndarray) -> tuple[tuple[str, ...], np.n
     )
 
 
-def params_from_timm(state_dict: Mapping[str, Any], model: Any | None = None) -> dict:
-    """A timm or official Swin state dict (name -> array) as a swinjax params pytree.
-
-    With ``model`` (a :class:`swinjax.model.SwinTransformer`), the result is checked against the
-    model's parameter tree: a missing key, an unexpected key or a shape mismatch raises
-    :class:`CheckpointMismatchError` naming the key, and dtypes follow the model's param_dtype.
-    """
-    sd = to_timm_layout(state_dict)
-    flat: dict[tuple[str, ...], np.ndarray] = {}
-    source: dict[tuple[str, ...], str] = {}
-    for k, v in sd.items():
-        path, arr = _flax_leaf(k, v)
-        flat[path], source[path] = arr, k
-    if model is None:
-        return traverse_util.unflatten_dict(flat)
-
-    from swinjax.model import param_shapes  # local import: the model imports nothing from here
-
-    expected = traverse_util.flatten_dict(param_shapes(model))
-    missing = sorted(expected.keys() - flat.keys())
-    unexpected = sorted(flat.keys() - expected.keys())
-    problems = []
-    if missing:
-        problems.append("missing: " + ", ".join(_torch_name(p) for p in missing))
-    if unexpected:
-        problems.append("unexpected: " + ", ".join(repr(source[p]) for p in unexpected))
-    for path in sorted(expected.keys() & flat.keys()):
-        want, got = tuple(expected[path].shape), flat[path].shape
-        if want != got:
-            problems.append(
-                f"shape mismatch for {source[path]!r}: checkpoint {got} (converted) "
-                f"but the model expects {want} at {'/'.join(path)}"
-            )
-    if problems:
-        raise CheckpointMismatchError("state dict does not match the model; " + "; ".join(problems))
-    return traverse_util.unflatten_dict(
-        {p: np.asarray(v, dtype=expected[p].dtype) for p, v in flat.items()}
-    )
-
-
-def _torch_name(path: tuple[str, ...]) -> str:
-    """The timm key that would have produced a flax path (for error messages)."""
+def _timm_key(path: tuple[str, ...]) -> str:
+    """The timm key that produces a flax path."""
     *modules, leaf = path
     parts = [re.sub(r"_(\d+)$", r".\1", m) for m in modules]
     leaf = {"kernel": "weight", "scale": "weight"}.get(leaf, leaf)
-    return repr(".".join([*parts, leaf]))
+    return ".".join([*parts, leaf])
+
+
+def params_from_timm(
+    state_dict: Mapping[str, Any], model: Any | None = None, *, skip: Sequence[str] = ()
+) -> dict:
+    """A timm or official Swin state dict (name -> array) as a swinjax params pytree.
+
+    With ``model`` (a :class:`swinjax.model.SwinTransformer`), the checkpoint is adapted to the
+    model's size (:func:`convert_checkpoint`) and checked: a missing or unexpected key, or a
+    shape that cannot be adapted, raises :class:`CheckpointMismatchError` naming the key; dtypes
+    follow the model's param_dtype. ``skip``: timm key prefixes (``("head",)``) left out on
+    both sides, so the result lacks those params.
+    """
+    if model is not None:
+        return convert_checkpoint(state_dict, model, skip=skip)[0]
+    flat = {}
+    for k, v in to_timm_layout(state_dict).items():
+        if not _skipped(k, skip):
+            path, arr = _flax_leaf(k, v)
+            flat[path] = arr
+    return traverse_util.unflatten_dict(flat)
+
+
+def _skipped(key: str, prefixes: Sequence[str]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def convert_checkpoint(
+    state_dict: Mapping[str, Any], model: Any, *, skip: Sequence[str] = (), head: str = "load"
+) -> tuple[dict, LoadReport]:
+    """``(params, report)``: a checkpoint adapted to ``model`` as timm's filter does.
+
+    ``head``: "load" (the classifier must fit), "reset" (always left for re-initialisation) or
+    "auto" (re-initialised where its shape differs or the checkpoint has none, as timm drops a
+    classifier of another num_classes). ``params`` lacks the params listed in
+    ``report.missing``. Raises :class:`CheckpointMismatchError` for anything else that does not
+    fit (another depth, width or number of heads), naming every offending key.
+    """
+    if head not in HEAD_MODES:
+        raise ValueError(f"head={head!r} is not one of {HEAD_MODES}")
+    from swinjax.model import param_shapes  # local import: the model imports nothing from here
+
+    sd, layout, buffers = _timm_layout(state_dict)
+    expected = {
+        _timm_key(p): (p, s) for p, s in traverse_util.flatten_dict(param_shapes(model)).items()
+    }
+    reset = head == "reset" or _skipped("head", skip)
+    reset = reset or (head == "auto" and not _head_fits(sd, expected))
+    drop = lambda k: _skipped(k, skip) or (reset and k.startswith("head."))
+    report = LoadReport(layout=layout, buffers=buffers)
+    if reset and (model.num_classes or "head.fc.weight" in sd):
+        ckpt_head = sd.get("head.fc.weight")
+        report.head_reset = (None if ckpt_head is None else ckpt_head.shape[0], model.num_classes)
+    problems = []
+    missing = [k for k in expected if k not in sd and not drop(k)]
+    unexpected = [k for k in sd if k not in expected and not drop(k)]
+    for what, keys in (("missing", missing), ("unexpected", unexpected)):
+        if keys:
+            more = f" (and {len(keys) - 12} more)" if len(keys) > 12 else ""
+            problems.append(f"{what}: " + ", ".join(map(repr, keys[:12])) + more)
+    report.unused = [k for k in sd if drop(k)]
+    kept = {k: v for k, v in sd.items() if k in expected and not drop(k)}
+    flat = _fit(kept, expected, model, report, problems)
+    if problems:
+        raise CheckpointMismatchError("state dict does not match the model; " + "; ".join(problems))
+    report.missing = [k for k in expected if drop(k) or k not in sd]
+    return traverse_util.unflatten_dict(flat), report
+
+
+def _fit(sd: dict, expected: dict, model: Any, report: LoadReport, problems: list) -> dict:
+    """The flax params of ``sd`` (keys the model has), adapted to the model's shapes; records
+    each in ``report`` (loaded or resized) or a shape mismatch in ``problems``."""
+    flat = {}
+    for k, v in sd.items():
+        path, want = expected[k]
+        try:
+            adapted, how = _adapt(k, v, tuple(want.shape), model)
+        except ValueError as e:
+            raise CheckpointMismatchError(f"{k!r} cannot be resized: {e}") from None
+        arr = _flax_leaf(k, adapted)[1]
+        if arr.shape != tuple(want.shape):
+            problems.append(
+                f"shape mismatch for {k!r}: checkpoint {v.shape} ({arr.shape} converted) "
+                f"but the model expects {tuple(want.shape)} at {'/'.join(path)}"
+            )
+            continue
+        flat[path] = np.asarray(arr, dtype=want.dtype)
+        if how:
+            report.resized.append(Resized(k, v.shape, adapted.shape, how))
+        else:
+            report.loaded.append(k)
+    return flat
+
+
+def _head_fits(sd: dict[str, np.ndarray], expected: dict) -> bool:
+    keys = {k for k in expected if k.startswith("head.")}
+    if keys != {k for k in sd if k.startswith("head.")}:
+        return False
+    return all(_flax_leaf(k, sd[k])[1].shape == tuple(expected[k][1].shape) for k in keys)
+
+
+def _adapt(key: str, v: np.ndarray, want: tuple[int, ...], model: Any) -> tuple[np.ndarray, str]:
+    """(tensor in timm layout fitted to the model's flax shape ``want``, what was done or "");
+    ValueError where a resizable tensor cannot be resized."""
+    table = _REL_TABLE.match(key)
+    if table and v.ndim == 2 and v.shape[1] == want[1]:
+        window = model.stage_specs()[int(table.group(1))].window
+        out = resize_rel_pos_bias_table(v, window, want[0])
+        return out, "" if out is v else f"window {window[0]}x{window[1]}"
+    if key == "patch_embed.proj.weight" and v.ndim == 4 and v.shape[:2] == want[3:1:-1]:
+        out = resample_patch_embed(v, want[:2])
+        return out, "" if out is v else f"patch {want[0]}x{want[1]}"
+    if key == "absolute_pos_embed" and v.ndim == 3 and v.shape[2] == want[2]:
+        img, patch = windows.to_pair(model.img_size), windows.to_pair(model.patch_size)
+        grid = (img[0] // patch[0], img[1] // patch[1])
+        out = resample_abs_pos_embed(v, grid)
+        return out, "" if out is v else f"grid {grid[0]}x{grid[1]}"
+    return v, ""
+
+
+# timm's resampling functions, in numpy (float32 where timm computes in float32).
+
+
+def _source_grid(n: int, dst: tuple[int, int]) -> tuple[int, int] | None:
+    """timm's guess of a flattened grid's (h, w): square if ``n`` is a square, else ``dst`` if
+    the sizes agree, else None (it cannot tell)."""
+    side = math.isqrt(n)
+    if side * side == n:
+        return side, side
+    return dst if n == dst[0] * dst[1] else None
+
+
+def resize_rel_pos_bias_table(
+    table: np.ndarray, new_window: tuple[int, int], new_num_pos: int | None = None
+) -> np.ndarray:
+    """timm's ``resize_rel_pos_bias_table`` for a flat (num_pos, heads) table (the BEiT scheme).
+
+    The source's offsets (a square window's, unless the table has the target's size) are spread
+    over the target's range with geometrically growing steps, and each head is interpolated
+    bilinearly at the target's integer offsets (edge values beyond). Extra rows (``new_num_pos``
+    beyond the grid, BEiT's class-token rows) are kept. Returns ``table`` if nothing changes.
+    """
+    dst = (2 * new_window[0] - 1, 2 * new_window[1] - 1)
+    num_pos, heads = table.shape
+    extra = (dst[0] * dst[1] if new_num_pos is None else new_num_pos) - dst[0] * dst[1]
+    src = _source_grid(num_pos - extra, dst)
+    if src is None:
+        raise ValueError(f"{num_pos} rows are neither a square grid nor {dst[0]}x{dst[1]}")
+    if src == dst:
+        return table
+    grid = table[: num_pos - extra].astype(np.float32).reshape(src[0], src[1], heads)
+    ys, xs = _geometric_offsets(src[0], dst[0]), _geometric_offsets(src[1], dst[1])
+    out = _interp_bilinear(ys, xs, grid, dst)
+    tail = table[num_pos - extra :].astype(np.float32)
+    return np.concatenate([out.reshape(-1, heads), tail]).astype(table.dtype)
+
+
+def _geometric_offsets(src: int, dst: int) -> np.ndarray:
+    """Source offsets -n..n (n = src // 2) at distances 1, 1+q, 1+q+q^2... reaching about dst // 2
+    (q bisected in [1.01, 1.5] in Python floats), rounded to float32 as ``torch.tensor`` does."""
+    n = src // 2
+    left, right = 1.01, 1.5
+    while right - left > 1e-6:
+        q = (left + right) / 2.0
+        if (1.0 - q**n) / (1.0 - q) > dst // 2:
+            right = q
+        else:
+            left = q
+    steps, cur = [], 1.0
+    for i in range(n):
+        steps.append(cur)
+        cur += q ** (i + 1)
+    return np.array([-s for s in reversed(steps)] + [0.0] + steps, dtype=np.float32)
+
+
+def _axis_weights(points: np.ndarray, targets: np.ndarray) -> tuple:
+    """timm's RegularGridInterpolator along one axis: neighbour indices and distances (left,
+    right), the edge value beyond the points."""
+    right = np.minimum(np.searchsorted(points, targets, side="left"), len(points) - 1)
+    left = np.clip(right - 1, 0, len(points) - 1)
+    d_left, d_right = targets - points[left], points[right] - targets
+    d_left, d_right = np.where(d_left < 0, 0, d_left), np.where(d_right < 0, 0, d_right)
+    both = (d_left == 0) & (d_right == 0)
+    d_left, d_right = np.where(both, 1, d_left), np.where(both, 1, d_right)
+    return (left, right), (d_left.astype(np.float32), d_right.astype(np.float32))
+
+
+def _interp_bilinear(ys: np.ndarray, xs: np.ndarray, z_HWh: np.ndarray, dst: tuple) -> np.ndarray:
+    """Bilinear interpolation of (h, w, heads) values on the grid ``ys`` x ``xs`` at the integer
+    offsets of a ``dst`` grid, in float32 with timm's order of operations."""
+    offsets = lambda n: np.arange(-(n // 2), n // 2 + 1, dtype=np.float32)
+    (iy, dy), (ix, dx) = _axis_weights(ys, offsets(dst[0])), _axis_weights(xs, offsets(dst[1]))
+    out = np.zeros((*dst, z_HWh.shape[2]), np.float32)
+    for oy, ox in itertools.product((0, 1), repeat=2):
+        w = dy[1 - oy][:, None] * dx[1 - ox][None, :]
+        out = out + z_HWh[iy[oy][:, None], ix[ox][None, :]] * w[..., None]
+    den = (dy[0] + dy[1])[:, None] * (dx[0] + dx[1])[None, :]
+    return out / den[..., None]
+
+
+def _cubic_aa(x: np.ndarray) -> np.ndarray:
+    """The cubic filter of torch's antialiased bicubic resize (PIL's): Keys with a = -0.5."""
+    a, x = -0.5, np.abs(x)
+    near = ((a + 2) * x - (a + 3)) * x * x + 1
+    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    return np.where(x < 1, near, np.where(x < 2, far, 0.0))
+
+
+def bicubic_aa_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """(out_size, in_size) weights of torch's ``F.interpolate(mode="bicubic", antialias=True)``
+    along one axis: output i averages the inputs around ``scale * (i + 0.5)`` (scale = in/out)
+    with the cubic filter, stretched by the scale when downsampling, normalised to sum 1."""
+    scale = in_size / out_size
+    support = 2.0 * max(scale, 1.0)
+    inv = 1.0 / scale if scale >= 1.0 else 1.0
+    m = np.zeros((out_size, in_size))
+    for i in range(out_size):
+        center = scale * (i + 0.5)
+        lo = max(int(center - support + 0.5), 0)
+        hi = min(int(center + support + 0.5), in_size)
+        w = _cubic_aa((np.arange(lo, hi) - center + 0.5) * inv)
+        m[i, lo:hi] = w / w.sum() if w.sum() != 0 else w
+    return m
+
+
+def resample_patch_embed(kernel_OIHW: np.ndarray, new_hw: Sequence[int]) -> np.ndarray:
+    """timm's ``resample_patch_embed`` (FlexiViT): the kernel w' with <resize(x), w'> = <x, w>
+    in the least-squares sense, w' = pinv(R)^T w for R the bicubic-antialias resize matrix
+    (new_h*new_w, old_h*old_w). Returns the kernel itself when the size is unchanged."""
+    old, new = tuple(kernel_OIHW.shape[-2:]), tuple(int(s) for s in new_hw)
+    if old == new:
+        return kernel_OIHW
+    resize = np.kron(bicubic_aa_matrix(old[0], new[0]), bicubic_aa_matrix(old[1], new[1]))
+    pinv = np.linalg.pinv(resize, rcond=max(resize.shape) * np.finfo(np.float32).eps)
+    o, i = kernel_OIHW.shape[:2]
+    flat = kernel_OIHW.astype(np.float32).reshape(o, i, -1).astype(np.float64)
+    return (flat @ pinv).reshape(o, i, *new).astype(kernel_OIHW.dtype)
+
+
+def resample_abs_pos_embed(pos_1NC: np.ndarray, new_hw: Sequence[int]) -> np.ndarray:
+    """timm's ``resample_abs_pos_embed`` without prefix tokens: (1, N, C) on a square grid (or
+    already on ``new_hw``) -> (1, new_h * new_w, C), bicubic with antialiasing. Returns the
+    embedding itself when the grid is unchanged."""
+    _, n, c = pos_1NC.shape
+    new = tuple(int(s) for s in new_hw)
+    old = _source_grid(n, new)
+    if old is None:
+        raise ValueError(f"{n} positions are neither a square grid nor the target grid {new}")
+    if old == new:
+        return pos_1NC
+    grid = pos_1NC.astype(np.float32).reshape(*old, c).astype(np.float64)
+    rows, cols = bicubic_aa_matrix(old[0], new[0]), bicubic_aa_matrix(old[1], new[1])
+    out = np.einsum("hi,wj,ijc->hwc", rows, cols, grid)
+    return out.reshape(1, -1, c).astype(pos_1NC.dtype)
