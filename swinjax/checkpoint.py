@@ -51,6 +51,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization
 
@@ -144,6 +145,23 @@ def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
             f"{CHECKPOINT_DIR}/ written by `python -m swinjax.train --workdir {workdir}`)"
         )
     return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def resolve(path: Path) -> tuple[Path, int | None]:
+    """``(workdir, step or None)`` for a training workdir (its latest or best step: None) or one
+    checkpoint step (``WORKDIR/checkpoints/STEP``); CheckpointError for anything else."""
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist")
+    if (path / CONFIG_FILE).is_file():
+        return path, None
+    if path.name.isdigit() and path.parent.name == CHECKPOINT_DIR:
+        return path.parent.parent, int(path.name)
+    if path.name == CHECKPOINT_DIR:
+        return path.parent, None
+    raise CheckpointError(
+        f"{path} is neither a swinjax workdir (with {CONFIG_FILE}) nor a checkpoint step "
+        f"(WORKDIR/{CHECKPOINT_DIR}/STEP)"
+    )
 
 
 class Checkpointer:
@@ -242,6 +260,15 @@ class Checkpointer:
             ),
         )
         return _from_storable(template, restored["state"]), dict(restored["meta"])
+
+    def restore_params(self, step: int) -> dict:
+        """The parameters saved at ``step``, as a nested dict of numpy arrays, without a template
+        (for loading them into a model of another size: :mod:`swinjax.pretrained`)."""
+        self.wait_until_finished()
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
+        )
+        return jax.tree.map(np.asarray, dict(restored["state"]["params"]))
 
     def restore_latest(
         self, template: Any, *, report: Callable[[str], None] = log.warning

@@ -28,8 +28,16 @@ from ml_collections import config_flags
 
 from swinjax import runtime
 from swinjax.checkpoint import CheckpointError
+from swinjax.pretrained import DownloadError, MissingDependencyError
 
-USER_ERRORS = (ValueError, FileNotFoundError, CheckpointError)
+# What a user can fix (the message says how): exit status 2.
+USER_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    CheckpointError,
+    DownloadError,
+    MissingDependencyError,
+)
 
 Define = Callable[[flags.FlagValues], None]
 Work = Callable[[flags.FlagValues], Any]

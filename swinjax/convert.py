@@ -144,6 +144,17 @@ def _timm_key(path: tuple[str, ...]) -> str:
     return ".".join([*parts, leaf])
 
 
+def params_to_timm(params: Any) -> dict[str, np.ndarray]:
+    """A swinjax params tree as a timm-layout state dict (the inverse of :func:`_flax_leaf`)."""
+    out = {}
+    for path, value in traverse_util.flatten_dict(params).items():
+        v = np.asarray(value)
+        if path[-1] == "kernel":
+            v = v.transpose(3, 2, 0, 1) if v.ndim == 4 else v.T
+        out[_timm_key(path)] = v
+    return out
+
+
 def params_from_timm(
     state_dict: Mapping[str, Any], model: Any | None = None, *, skip: Sequence[str] = ()
 ) -> dict:

@@ -16,24 +16,6 @@ from absl import flags
 from swinjax import checkpoint, cli
 
 
-def _resolve(path: Path, best: bool) -> tuple[Path, int | None]:
-    """(workdir, step or None for latest/best) from a workdir or a step directory."""
-    if not path.exists():
-        raise checkpoint.CheckpointError(f"--ckpt {path} does not exist")
-    if (path / checkpoint.CONFIG_FILE).is_file():
-        return path, None
-    if path.name.isdigit() and path.parent.name == checkpoint.CHECKPOINT_DIR:
-        if best:
-            raise checkpoint.CheckpointError("--best takes a workdir, not a checkpoint step")
-        return path.parent.parent, int(path.name)
-    if path.name == checkpoint.CHECKPOINT_DIR:
-        return path.parent, None
-    raise checkpoint.CheckpointError(
-        f"--ckpt {path} is neither a workdir (with {checkpoint.CONFIG_FILE}) nor a checkpoint "
-        f"step (WORKDIR/{checkpoint.CHECKPOINT_DIR}/STEP)"
-    )
-
-
 def run(
     ckpt: str,
     split_name: str = "test",
@@ -45,7 +27,9 @@ def run(
     from swinjax import data, evaluation, steps
     from swinjax.config import build_model
 
-    workdir, step = _resolve(Path(ckpt), best)
+    workdir, step = checkpoint.resolve(Path(ckpt))
+    if best and step is not None:
+        raise checkpoint.CheckpointError("--best takes a workdir, not a checkpoint step")
     config = checkpoint.load_config(workdir)
     if data_dir:
         config.data_dir = data_dir

@@ -27,7 +27,7 @@ import numpy as np
 from flax import traverse_util
 
 from swinjax import sources
-from swinjax.convert import LoadReport, convert_checkpoint
+from swinjax.convert import LoadReport, convert_checkpoint, params_to_timm
 
 HF_HUB = "hf-hub:"
 HF_FILES = ("model.safetensors", "pytorch_model.bin")  # timm's weights in a hub repo, in order
@@ -162,6 +162,27 @@ def load_pretrained(
     if init_params is not None:
         params = merge_params(init_params, params)
     return params, report
+
+
+def weights_source(source: str) -> str | dict[str, np.ndarray]:
+    """What :func:`load_pretrained` reads for ``config.init_from``: a swinjax workdir (its latest
+    checkpoint) or checkpoint step (``WORKDIR/checkpoints/STEP``) becomes its parameters as a
+    timm-layout state dict, so that they load into a model of another size like any checkpoint;
+    anything else (a file, ``hf-hub:...``) is returned as it is."""
+    from swinjax import checkpoint  # orbax: only for this source
+
+    path = Path(source).expanduser()
+    if not path.is_dir():
+        return source
+    workdir, step = checkpoint.resolve(path)
+    ckpt = checkpoint.Checkpointer(workdir, read_only=True)
+    saved = ckpt.all_steps()
+    if not saved or (step is not None and step not in saved):
+        raise checkpoint.CheckpointError(
+            f"init_from={source!r}: no checkpoint {step if step is not None else ''} under "
+            f"{ckpt.directory} (saved steps: {saved})"
+        )
+    return params_to_timm(ckpt.restore_params(step if step is not None else saved[-1]))
 
 
 def merge_params(init_params: Any, loaded: Mapping) -> dict:

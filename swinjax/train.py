@@ -137,8 +137,8 @@ def _restore(run: _Run, state: Any) -> tuple[Any, loop.Position]:
     """The latest checkpoint's state and position, or ``state`` at the start; a changed run
     length re-plans the schedule (``hparams["total_steps"]``) from the current step on."""
     restored = run.ckpt.restore_latest(state, report=tqdm.write)
-    if restored is None:
-        return state, loop.Position()
+    if restored is None:  # a new run; only then does init_from apply (never on a resume)
+        return (_init_from(run, state) if run.config.init_from else state), loop.Position()
     state, meta = restored
     step = int(jax.device_get(state.step))
     tqdm.write(f"resumed from step {step} (epoch {meta['epoch']}, batch {meta['epoch_step']})")
@@ -153,6 +153,24 @@ def _restore(run: _Run, state: Any) -> tuple[Any, loop.Position]:
             f"rate follows the {planned}-step schedule"
         )
     return state, loop.Position(step, meta["epoch"], meta["epoch_step"])
+
+
+def _init_from(run: _Run, state: Any) -> Any:
+    """``state`` with the parameters of ``config.init_from``, adapted to the model; prints what
+    was loaded, resized, re-initialised and left unused."""
+    from swinjax import pretrained
+
+    source = pretrained.weights_source(run.config.init_from)
+    params, report = pretrained.load_pretrained(
+        source,
+        state.model,
+        reset_head=run.config.init_head == "reset",
+        init_params=jax.device_get(state.params),
+    )
+    report.source = run.config.init_from
+    if run.main_process:
+        tqdm.write(pretrained.format_report(report))
+    return state.replace(params=parallel.replicate(params, run.mesh))
 
 
 def _end_epoch(run: _Run, state: Any, pos: loop.Position, meter: loop.Meter, progress: Any) -> bool:

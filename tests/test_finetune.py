@@ -114,3 +114,71 @@ def test_class_subsets_renumber_labels_and_keep_names() -> None:
     for bad, message in (("1,1", "distinct"), ("a", "class indices"), ("3,99", "out of range")):
         with pytest.raises(ValueError, match=message):
             data.load_split(make_tiny_config(classes=bad), "train")
+
+
+# ------------------------------------------------------------------------- starting from weights
+
+
+@pytest.fixture(scope="module")
+def source_run(tmp_path_factory):
+    """A tiny_test run on classes 0-4 at 16x16 / window 4: the weights to start from."""
+    from swinjax import train
+
+    workdir = tmp_path_factory.mktemp("source")
+    train.train_and_evaluate(make_tiny_config(num_epochs=1, classes="0,1,2,3,4"), workdir)
+    return workdir
+
+
+def _target(source, **overrides):
+    config = make_tiny_config(num_epochs=1, classes="5,6,7,8", init_from=str(source), **overrides)
+    config.model_kwargs.img_size = 32  # 32x32 inputs (resized on the device), window 8
+    config.model_kwargs.window_size = 8
+    return config
+
+
+def _params(workdir):
+    from swinjax import checkpoint
+
+    ckpt = checkpoint.Checkpointer(workdir, read_only=True)
+    return traverse_util.flatten_dict(ckpt.restore_params(ckpt.all_steps()[-1]))
+
+
+def test_init_from_a_workdir_at_another_size_with_a_new_head(
+    tmp_path, source_run, capsys, monkeypatch
+) -> None:
+    from swinjax import pretrained, train
+
+    loaded = []
+    real = pretrained.load_pretrained
+    monkeypatch.setattr(
+        pretrained, "load_pretrained", lambda *a, **k: loaded.append(1) or real(*a, **k)
+    )
+    config = _target(source_run, max_steps=1, learning_rate=1e-9)  # one step: barely moves
+    train.train_and_evaluate(config, tmp_path)
+    out = capsys.readouterr().out
+    assert f"pretrained weights from {source_run}" in out
+    assert "relative_position_bias_table (x2): (49, 2) -> (225, 2) (window 8x8)" in out
+    assert "head re-initialised (5 -> 4 classes)" in out
+    src, dst = _params(source_run), _params(tmp_path)
+    kernel = ("patch_embed", "proj", "kernel")
+    np.testing.assert_allclose(dst[kernel], src[kernel], atol=1e-6)  # loaded as it was
+    assert dst[("head", "fc", "kernel")].shape == (32, 4)
+    table = ("layers_0", "blocks_0", "attn", "relative_position_bias_table")
+    assert src[table].shape == (49, 2) and dst[table].shape == (225, 2)
+    # Resuming the fine-tuning run restores its own checkpoint: init_from is not read again.
+    train.train_and_evaluate(_target(source_run, max_steps=3, learning_rate=1e-9), tmp_path)
+    assert len(loaded) == 1 and "pretrained weights" not in capsys.readouterr().out
+
+
+def test_init_from_errors_are_named(tmp_path, source_run) -> None:
+    from swinjax import train
+    from swinjax.convert import CheckpointMismatchError
+
+    with pytest.raises(FileNotFoundError, match="nothing.safetensors"):
+        train.train_and_evaluate(_target(tmp_path / "nothing.safetensors"), tmp_path / "a")
+    other = _target(source_run)
+    other.model_kwargs.embed_dim = 32  # another architecture
+    with pytest.raises(CheckpointMismatchError, match=r"patch_embed\.proj\.weight"):
+        train.train_and_evaluate(other, tmp_path / "b")
+    with pytest.raises(ValueError, match="init_head='reset' needs config.init_from"):
+        train.train_and_evaluate(make_tiny_config(init_head="reset"), tmp_path / "c")
