@@ -8,7 +8,7 @@ WORKDIR ?= workdirs/$(basename $(notdir $(CONFIG)))
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test lint train eval demo bench golden clean presets sweep
+.PHONY: install test lint train eval demo finetune-demo bench golden clean presets sweep
 
 install: $(STAMP)
 
@@ -48,6 +48,11 @@ eval: install
 demo: install
 	$(PY) -m swinjax.train --config experiments/demo.py --workdir workdirs/demo $(ARGS)
 	$(PY) -m swinjax.eval --ckpt workdirs/demo
+
+# Fine-tuning, offline, minutes: the demo's checkpoint at another image and window size, new head.
+finetune-demo: install
+	test -d workdirs/demo/checkpoints || $(PY) -m swinjax.train --config experiments/demo.py --workdir workdirs/demo
+	$(PY) -m swinjax.train --config experiments/finetune_demo.py --workdir workdirs/finetune_demo $(ARGS)
 
 # Throughput of the train/eval steps, the input pipeline and the whole loop (JSON last line).
 bench: install
