@@ -18,7 +18,6 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -117,7 +116,7 @@ def _hub_file(repo: str) -> str:
         raise DownloadError(
             f"{HF_HUB}{repo} is not in the hub cache and HF_HUB_OFFLINE is set. {fix}"
         )
-    unreachable = sources._unreachable_hosts(types.SimpleNamespace(url_infos={endpoint: None}))
+    unreachable = sources.unreachable_hosts([endpoint])
     if unreachable:
         raise DownloadError(
             f"{HF_HUB}{repo} is not in the hub cache and the hub cannot be reached "

@@ -22,6 +22,7 @@ import difflib
 import os
 import socket
 import urllib.parse
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +138,7 @@ def _prepare(builder: Any, name: str, download: bool) -> None:
         where += f" (versions found there: {found}; pick one as '{builder.name}:VERSION')"
     if not download:
         raise DatasetNotFoundError(f"{where}, and config.download is False. {fixes}")
-    unreachable = _unreachable_hosts(builder)
+    unreachable = unreachable_hosts(getattr(builder, "url_infos", None) or {})
     if unreachable:
         raise DatasetNotFoundError(
             f"{where}, and its download hosts cannot be reached ({'; '.join(unreachable)}). {fixes}"
@@ -149,10 +150,9 @@ def _prepare(builder: Any, name: str, download: bool) -> None:
         raise DatasetNotFoundError(f"{where}; downloading it failed: {e}. {fixes}") from e
 
 
-def _unreachable_hosts(builder: Any) -> list[str]:
-    """The download hosts of ``builder`` (or the proxy in front of them) that do not accept a
-    TCP connection within PROBE_TIMEOUT_S, each with the reason; [] if one host answers."""
-    urls = list(getattr(builder, "url_infos", None) or {})
+def unreachable_hosts(urls: Iterable[str]) -> list[str]:
+    """The hosts of ``urls`` (or the proxy in front of them) that do not accept a TCP connection
+    within PROBE_TIMEOUT_S, each with the reason; [] if one of them answers (or there are none)."""
     hosts = {
         (u.hostname, u.port or (443 if u.scheme == "https" else 80))
         for u in map(urllib.parse.urlparse, urls)

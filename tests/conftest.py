@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -79,3 +80,17 @@ def tiny_tfds_dir(tfds_dir_factory) -> tfds_fixture.TfdsDir:
     real tfds data directory: ``make_tiny_config(dataset=tiny_tfds_dir.name,
     data_dir=tiny_tfds_dir.data_dir)`` trains on it like on any prepared tfds dataset."""
     return tfds_dir_factory()
+
+
+@pytest.fixture
+def no_network(monkeypatch) -> list:
+    """Records (and refuses) every socket connection or DNS lookup made during the test."""
+    attempts: list = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network access attempted in a test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    return attempts

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -23,20 +22,6 @@ def _config(**overrides) -> ml_collections.ConfigDict:
     config = base_config()
     config.update(overrides)
     return config
-
-
-@pytest.fixture
-def no_network(monkeypatch) -> list:
-    """Records (and refuses) every socket connection or DNS lookup made during the test."""
-    attempts: list = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise OSError("network access attempted in a test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    return attempts
 
 
 def test_default_config_has_the_flat_data_keys() -> None:

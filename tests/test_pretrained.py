@@ -5,7 +5,6 @@ torch, no huggingface_hub) with their fixes."""
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import types
 
@@ -35,20 +34,6 @@ def swin32() -> tuple[dict, dict]:
     """(the swin32 fixture's config, its timm-layout state dict)."""
     meta = json.loads((GOLDEN / "swin32.json").read_text())
     return meta, state_dict(dict(np.load(GOLDEN / "swin32.npz")), "timm")
-
-
-@pytest.fixture
-def no_network(monkeypatch) -> list:
-    """Records (and refuses) every socket connection or DNS lookup made during the test."""
-    attempts: list = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise OSError("network access attempted in a test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    return attempts
 
 
 def assert_same_tree(a: dict, b: dict) -> None:
@@ -171,7 +156,7 @@ def test_hub_offline_setting_needs_no_probe(monkeypatch, tmp_path, no_network) -
 def test_hub_without_huggingface_hub_names_the_extra(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # `import` raises ImportError
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(sources, "_unreachable_hosts", lambda builder: [])  # as if online
+    monkeypatch.setattr(sources, "unreachable_hosts", lambda urls: [])  # as if online
     with pytest.raises(MissingDependencyError, match=r"pip install 'swinjax\[hub\]'"):
         load_state_dict(f"hf-hub:{HUB_MODEL}")
 
