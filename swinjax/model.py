@@ -94,8 +94,8 @@ class SwinTransformer(nn.Module):
         super().__post_init__()
         self.stage_specs()  # validate every hyperparameter at construction, before any tracing
 
-    def stage_specs(self) -> tuple[StageSpec, ...]:
-        """Per-stage geometry; raises ValueError naming the field for any impossible setting."""
+    def _validate_fields(self) -> tuple[Pair, Pair]:
+        """(image size, patch size) as pairs; ValueError naming any field out of range."""
         img, patch = windows.to_pair(self.img_size), windows.to_pair(self.patch_size)
         window = windows.to_pair(self.window_size)
         depths, heads = tuple(self.depths), tuple(self.num_heads)
@@ -132,6 +132,13 @@ class SwinTransformer(nn.Module):
             f"weight_init {self.weight_init!r} is not one of {WEIGHT_INITS}",
         )
 
+        return img, patch
+
+    def stage_specs(self) -> tuple[StageSpec, ...]:
+        """Per-stage geometry; raises ValueError naming the field for any impossible setting."""
+        img, patch = self._validate_fields()
+        window = windows.to_pair(self.window_size)
+        depths, heads = tuple(self.depths), tuple(self.num_heads)
         total = sum(depths)
         if self.drop_path_schedule == "linear":
             rates = [float(r) for r in np.linspace(0.0, self.drop_path_rate, total)]
