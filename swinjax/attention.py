@@ -1,6 +1,6 @@
 """Attention inside windows, as functions of per-window queries, keys and values.
 
-Two formulations of the same math (``tests/test_kernels.py`` checks they agree, values and
+Three formulations of the same math (``tests/test_kernels.py`` checks they agree, values and
 gradients):
 
 - :func:`matmul_attention`: two batched matrix products per window and head, the textbook form;
@@ -11,6 +11,9 @@ gradients):
   and the backward pass is written out by hand (``jax.custom_vjp``) so that XLA fuses each
   gradient into one loop over the (Bw, N, N, h) pairs, reading the saved q, k, v and
   probabilities, instead of materialising broadcast copies of q and k.
+- :func:`dot_product_attention`: ``jax.nn.dot_product_attention`` (the ``reference`` kernel set,
+  :mod:`swinjax.kernels`), the per-window term passed as its additive ``bias``; it has no
+  dropout of the probabilities, so with attention dropout it is :func:`matmul_attention`.
 
 Shapes: ``q/k/v_BwNhd`` (batch * windows, tokens, heads, head dim), ``add_wNNh`` the additive
 logit term (relative position bias plus shifted-window mask) for each of the nW windows of an
@@ -106,3 +109,29 @@ def matmul_attention(
     if scale_BwNNh is not None:
         attn = attn * scale_BwNNh.astype(jnp.float32).transpose(0, 3, 1, 2)
     return jnp.einsum("bhnm,bmhd->bnhd", attn.astype(v_BwNhd.dtype), v_BwNhd)
+
+
+def dot_product_attention(
+    q_BwNhd: jax.Array,
+    k_BwNhd: jax.Array,
+    v_BwNhd: jax.Array,
+    add_wNNh: jax.Array,
+    scale_BwNNh: jax.Array | None = None,
+) -> jax.Array:
+    """The same function through ``jax.nn.dot_product_attention`` (JAX's default implementation:
+    XLA's, in jax 0.10).
+
+    Its layout (B, T, N, H) is ours (Bw, N, h, d); its ``bias`` must broadcast to (Bw, h, N, N),
+    so a term that differs between the nW windows of an image (the shifted-window mask) is
+    broadcast over the images first. Queries come pre-scaled (``scale=1``). Attention dropout
+    (``scale_BwNNh``) is not one of its arguments: then :func:`matmul_attention` computes it.
+    """
+    if scale_BwNNh is not None:
+        return matmul_attention(q_BwNhd, k_BwNhd, v_BwNhd, add_wNNh, scale_BwNNh)
+    Bw, N, h, _ = q_BwNhd.shape
+    nW = add_wNNh.shape[0]
+    bias_whNN = add_wNNh.astype(jnp.float32).transpose(0, 3, 1, 2)
+    if nW == 1:  # (1, h, N, N) broadcasts over the windows
+        return jax.nn.dot_product_attention(q_BwNhd, k_BwNhd, v_BwNhd, bias=bias_whNN, scale=1.0)
+    bias_BwhNN = jnp.broadcast_to(bias_whNN, (Bw // nW, nW, h, N, N)).reshape(Bw, h, N, N)
+    return jax.nn.dot_product_attention(q_BwNhd, k_BwNhd, v_BwNhd, bias=bias_BwhNN, scale=1.0)

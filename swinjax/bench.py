@@ -11,7 +11,12 @@ Measures, for the config's model and batch size:
   and its ratio to the pure step time;
 - ``epoch_with_validation_s``: a whole epoch, that loop's time per step times the epoch's steps
   plus one measured pass over the validation split, and its ratio to the pure step time;
-- peak memory, and on an accelerator the model FLOPs utilisation from XLA's cost analysis;
+- the kernel set (``kernels``, as resolved) and the rematerialisation (``remat``) it ran with;
+- peak memory: ``peak_host_rss_mib`` (the process's peak resident memory: on a CPU what the
+  run used, the dataset included), on an accelerator ``peak_device_memory_mib``, and
+  ``train_step_temp_mib``, XLA's buffers of ``train_step`` beyond its arguments and outputs
+  (activations kept for the backward pass: what ``remat`` reduces), on any backend;
+- on an accelerator the model FLOPs utilisation from XLA's cost analysis;
 - with ``--profile``, where a train step's time goes, by XLA op and by model module
   (:mod:`swinjax.profile`).
 
@@ -31,7 +36,7 @@ import jax
 import jax.numpy as jnp
 from absl import flags
 
-from swinjax import cli, data, evaluation, loop, parallel, steps
+from swinjax import cli, data, evaluation, kernels, loop, parallel, steps
 from swinjax import profile as profiling
 from swinjax.config import build_model, model_overrides, validate_config
 
@@ -123,6 +128,7 @@ def run(
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
     step_flops = float(cost.get("flops", 0.0)) if cost else 0.0
+    temp = getattr(compiled.memory_analysis(), "temp_size_in_bytes", None)
 
     state, train_s, eval_s = _step_times(state, batch, n_steps, warmup)
     state, result = _pipeline_and_loop(
@@ -133,6 +139,8 @@ def run(
         "config": config.model,
         "batch_size": bs,
         "dtype": config.dtype,
+        "kernels": kernels.resolve(state.model.kernels),
+        "remat": state.model.remat,
         "device": f"{device.platform}:{getattr(device, 'device_kind', '')} x{jax.device_count()}",
         "compile_s": round(compile_s, 3),
         "train_images_per_s": round(n_steps * bs / train_s, 1),
@@ -140,6 +148,7 @@ def run(
         "eval_images_per_s": round(n_steps * bs / eval_s, 1),
         **result,
         "step_gflops": round(step_flops / 1e9, 3),
+        **({"train_step_temp_mib": round(temp / 2**20, 1)} if temp is not None else {}),
         "data": source,
         **_memory(device),
     }

@@ -60,6 +60,8 @@ KEYS: dict[str, tuple[Any, str, str]] = {
         "SwinTransformer fields overriding the preset's (None: the preset's)",
     ),
     "dtype": ("float32", RUN, "compute dtype; parameters and optimizer state stay float32"),
+    "kernels": ("auto", RUN, "'auto' (cpu on the CPU, reference elsewhere), 'reference', 'cpu'"),
+    "remat": ("none", RUN, "recompute activations in the backward pass: 'none', 'blocks', 'full'"),
     # -------------------------------------------------------------------------- optimizer
     "learning_rate": (1e-3, RUN, "peak learning rate"),
     "weight_decay": (1e-4, RUN, "decoupled, multiplied by the learning rate (optax and Keras)"),
@@ -113,13 +115,17 @@ def base_config() -> ml_collections.ConfigDict:
     return config
 
 
+# SwinTransformer fields set by a top-level key of their own, not through model_kwargs.
+MODEL_FIELD_KEYS = ("kernels", "remat")
+
+
 def model_field_placeholders() -> ml_collections.ConfigDict:
     """A typed, unset (None) entry for every field of ``SwinTransformer`` (int and tuple sizes
-    take an int on the command line; set a pair in a config file)."""
+    take an int on the command line; set a pair in a config file), but :data:`MODEL_FIELD_KEYS`."""
     kinds = (bool, int, float, str, tuple)
     fields = {}
     for f in dataclasses.fields(SwinTransformer):
-        if f.name in ("parent", "name"):
+        if f.name in ("parent", "name", *MODEL_FIELD_KEYS):
             continue
         default = f.default
         kind = next((k for k in kinds if isinstance(default, k)), None)
@@ -130,8 +136,10 @@ def model_field_placeholders() -> ml_collections.ConfigDict:
 
 
 def model_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """The ``model_kwargs`` fields that are set (not None)."""
-    return {k: v for k, v in config.model_kwargs.items() if v is not None}
+    """The ``model_kwargs`` fields that are set (not None), and :data:`MODEL_FIELD_KEYS` (their
+    defaults where a config saved before they existed lacks them)."""
+    overrides = {k: v for k, v in config.model_kwargs.items() if v is not None}
+    return overrides | {k: config.get(k, KEYS[k][0]) for k in MODEL_FIELD_KEYS}
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:

@@ -9,6 +9,11 @@ ops, which XLA fuses into the consumer: ~15 ms for the same draws. The bits are 
 of ``jax.random.bits`` for the same key (``tests/test_kernels.py`` checks it); :func:`bernoulli`
 draws its masks from the same Threefry blocks.
 
+``fused=False`` (the ``reference`` kernel set, :mod:`swinjax.kernels`) draws the same masks
+through JAX's own Threefry primitive (``jax.extend.random.threefry_2x32``, one ``threefry2x32``
+op that XLA does not fuse): the same function of the key, so a run gives the same dropout masks
+under either kernel set.
+
 Keys of another PRNG implementation, a disabled ``jax_threefry_partitionable``, or arrays of 2**32
 elements or more fall back to ``jax.random``.
 """
@@ -23,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.extend.random import threefry_2x32
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _KS_PARITY = np.uint32(0x1BD11BDA)
@@ -78,7 +84,7 @@ def threefry_bits(key: jax.Array, shape: Sequence[int]) -> jax.Array:
     return b0 ^ b1
 
 
-def bernoulli(key: jax.Array, p: float, shape: Sequence[int]) -> jax.Array:
+def bernoulli(key: jax.Array, p: float, shape: Sequence[int], fused: bool = True) -> jax.Array:
     """Boolean mask of ``shape``, True with probability ``p`` (to 2**-32), independently.
 
     Both 32-bit words of each Threefry block are used (two elements per counter, where
@@ -87,6 +93,9 @@ def bernoulli(key: jax.Array, p: float, shape: Sequence[int]) -> jax.Array:
     both read; the per-element form, equal to ``jax.random.bernoulli``, was recomputed inside
     each consumer (keras_example, one core: ~830 against ~660 ms per step). Keys of another PRNG
     implementation fall back to ``jax.random.bernoulli``.
+
+    ``fused=False``: the same mask from ``jax.extend.random.threefry_2x32`` on the counters
+    (0, ..., 0, 0, 1, ..., half - 1), whose output is exactly the two words concatenated.
     """
     shape = tuple(int(s) for s in shape)
     n = math.prod(shape)
@@ -97,29 +106,42 @@ def bernoulli(key: jax.Array, p: float, shape: Sequence[int]) -> jax.Array:
     data = jax.random.key_data(key) if _is_typed(key) else key
     half = (n + 1) // 2
     counters = lax.iota(jnp.uint32, half)
-    w0, w1 = threefry2x32(data[0], data[1], jnp.zeros_like(counters), counters)
     threshold = np.uint32(min(max(round(p * 2.0**32), 0), 2**32 - 1))
+    if not fused:
+        words = threefry_2x32(
+            (data[0], data[1]), jnp.concatenate([jnp.zeros_like(counters), counters])
+        )
+        return (words < threshold)[:n].reshape(shape)
+    w0, w1 = threefry2x32(data[0], data[1], jnp.zeros_like(counters), counters)
     return jnp.concatenate([w0 < threshold, w1 < threshold])[:n].reshape(shape)
 
 
 def dropout_scale(
-    key: jax.Array, rate: float, shape: Sequence[int], dtype: jnp.dtype = jnp.float32
+    key: jax.Array,
+    rate: float,
+    shape: Sequence[int],
+    dtype: jnp.dtype = jnp.float32,
+    fused: bool = True,
 ) -> jax.Array:
     """The multiplier of inverted dropout: 1 / (1 - rate) where kept, 0 where dropped."""
     keep = 1.0 - rate
     return jnp.where(
-        bernoulli(key, keep, shape), jnp.asarray(1.0 / keep, dtype), jnp.zeros((), dtype)
+        bernoulli(key, keep, shape, fused), jnp.asarray(1.0 / keep, dtype), jnp.zeros((), dtype)
     )
 
 
 def drop(
-    x: jax.Array, key: jax.Array, rate: float, mask_shape: Sequence[int] | None = None
+    x: jax.Array,
+    key: jax.Array,
+    rate: float,
+    mask_shape: Sequence[int] | None = None,
+    fused: bool = True,
 ) -> jax.Array:
     """Inverted dropout of ``x``: zeroed with probability ``rate``, survivors scaled by
     1 / (1 - rate); one decision per element, or per slice with a broadcastable ``mask_shape``
     (drop-path's (B, 1, ..., 1))."""
     keep = 1.0 - rate
-    kept = bernoulli(key, keep, x.shape if mask_shape is None else mask_shape)
+    kept = bernoulli(key, keep, x.shape if mask_shape is None else mask_shape, fused)
     return jnp.where(kept, x / jnp.asarray(keep, x.dtype), jnp.zeros((), x.dtype))
 
 
@@ -127,10 +149,12 @@ class Dropout(nn.Module):
     """``flax.linen.Dropout`` (same interface, same module names) on the fused generator.
 
     ``rate`` is a Python float; ``deterministic=True`` or ``rate == 0`` is the identity.
+    ``fused=False``: the same masks through JAX's Threefry primitive (see :func:`bernoulli`).
     """
 
     rate: float
     rng_collection: str = "dropout"
+    fused: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
@@ -138,4 +162,4 @@ class Dropout(nn.Module):
             return x
         if self.rate == 1.0:
             return jnp.zeros_like(x)
-        return drop(x, self.make_rng(self.rng_collection), self.rate)
+        return drop(x, self.make_rng(self.rng_collection), self.rate, fused=self.fused)

@@ -2,7 +2,9 @@
 
 Module and parameter names mirror timm's ``SwinTransformer`` (``patch_embed/proj``,
 ``layers_i/blocks_j/attn/qkv``, ``mlp/fc1``, ``downsample/reduction``, ...) so that converting a
-PyTorch state dict is a rename table plus transposes (see :mod:`swinjax.convert`).
+PyTorch state dict is a rename table plus transposes (see :mod:`swinjax.convert`). The modules'
+``kernels`` field (:mod:`swinjax.kernels`) chooses the formulations of Dense, GELU, dropout and
+attention they trace; it changes no parameter and no dropout mask.
 """
 
 from __future__ import annotations
@@ -14,16 +16,30 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 
-from swinjax import attention, windows
+from swinjax import kernels as kernel_sets
+from swinjax import windows
+from swinjax.activations import gelu  # noqa: F401  (re-exported)
 from swinjax.dropout import Dropout, drop, dropout_scale
-from swinjax.linear import Dense, tokens_2d
+from swinjax.linear import tokens_2d
 from swinjax.windows import Pair
 
 Dtype = Any
 LN_EPS = 1e-5  # PyTorch's and Keras' LayerNorm epsilon (flax's default is 1e-6)
 DROP_PATH_MODES = ("sample", "element")
 WEIGHT_INITS = ("timm", "keras")
+# Rematerialisation of the Swin blocks (SwinStage.remat), jax.checkpoint policies: "blocks" keeps
+# the outputs of a block's linear layers (qkv, proj, fc1, fc2: named LINEAR_OUT, because the cpu
+# kernels' matrix products sit inside a custom VJP, where dots_saveable does not see them) and
+# recomputes the rest (norms, attention cores, GELU, dropout) in the backward pass; "full" keeps
+# only each block's input and recomputes the whole block, matrix products included.
+LINEAR_OUT = "linear_out"
+REMAT_POLICIES = {
+    "none": None,
+    "blocks": jax.checkpoint_policies.save_only_these_names(LINEAR_OUT),
+    "full": jax.checkpoint_policies.nothing_saveable,
+}
 
 
 def dense_init(weight_init: str) -> nn.initializers.Initializer:
@@ -31,39 +47,6 @@ def dense_init(weight_init: str) -> nn.initializers.Initializer:
     if weight_init == "keras":
         return nn.initializers.glorot_uniform()
     return nn.initializers.truncated_normal(stddev=0.02)
-
-
-@jax.custom_vjp
-def gelu(x: jnp.ndarray) -> jnp.ndarray:
-    """Exact (erf) GELU, 0.5 x (1 + erf(x / sqrt 2)) as PyTorch and Keras write it, whose
-    backward pass recomputes Phi(x) and phi(x) from x.
-
-    Autodiff of ``nn.gelu(x, approximate=False)`` keeps erf and exp intermediates of the full
-    MLP width alive from the forward to the backward pass; here the forward is one fused pass
-    that writes only the output, and the backward one fused pass over x and the incoming gradient.
-    """
-    return _gelu(x)
-
-
-def _gelu(x: jnp.ndarray) -> jnp.ndarray:
-    x32 = x.astype(jnp.float32)
-    return (0.5 * x32 * (1.0 + jax.lax.erf(x32 * np.float32(np.sqrt(0.5))))).astype(x.dtype)
-
-
-def _gelu_fwd(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-    return _gelu(x), x
-
-
-def _gelu_bwd(x: jnp.ndarray, g: jnp.ndarray) -> tuple[jnp.ndarray]:
-    x32 = x.astype(jnp.float32)
-    # erf is odd: written on -x, XLA does not merge it with the forward's erf(x), which would
-    # keep a full-width erf array alive from the forward to the backward pass.
-    cdf = 0.5 * (1.0 - jax.lax.erf(-x32 * np.float32(np.sqrt(0.5))))
-    pdf = jnp.exp(-0.5 * x32 * x32) * np.float32(1.0 / np.sqrt(2.0 * np.pi))
-    return ((g.astype(jnp.float32) * (cdf + x32 * pdf)).astype(x.dtype),)
-
-
-gelu.defvjp(_gelu_fwd, _gelu_bwd)
 
 
 def layer_norm(name: str, dtype: Dtype, param_dtype: Dtype) -> nn.LayerNorm:
@@ -81,13 +64,15 @@ class DropPath(nn.Module):
 
     rate: float
     mode: str = "sample"
+    kernels: str = "auto"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, deterministic: bool) -> jnp.ndarray:
         if deterministic or self.rate == 0.0:
             return x
         shape = (x.shape[0],) + (1,) * (x.ndim - 1) if self.mode == "sample" else x.shape
-        return drop(x, self.make_rng("dropout"), self.rate, shape)
+        fused = kernel_sets.get(self.kernels).fused_dropout
+        return drop(x, self.make_rng("dropout"), self.rate, shape, fused)
 
 
 class Mlp(nn.Module):
@@ -98,19 +83,22 @@ class Mlp(nn.Module):
     weight_init: str = "timm"
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    kernels: str = "auto"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, deterministic: bool) -> jnp.ndarray:
+        ks = kernel_sets.get(self.kernels)
         dense = dict(
             kernel_init=dense_init(self.weight_init), dtype=self.dtype, param_dtype=self.param_dtype
         )
         shape = x.shape
         x = tokens_2d(x)
-        x = Dense(self.hidden_dim, name="fc1", **dense)(x)
-        x = gelu(x)
-        x = Dropout(self.drop)(x, deterministic=deterministic)
-        x = Dense(shape[-1], name="fc2", **dense)(x)
-        return Dropout(self.drop)(x, deterministic=deterministic).reshape(shape)
+        x = checkpoint_name(ks.dense(self.hidden_dim, name="fc1", **dense)(x), LINEAR_OUT)
+        x = ks.gelu(x)
+        x = Dropout(self.drop, fused=ks.fused_dropout)(x, deterministic=deterministic)
+        x = checkpoint_name(ks.dense(shape[-1], name="fc2", **dense)(x), LINEAR_OUT)
+        x = Dropout(self.drop, fused=ks.fused_dropout)(x, deterministic=deterministic)
+        return x.reshape(shape)
 
 
 class WindowAttention(nn.Module):
@@ -128,13 +116,13 @@ class WindowAttention(nn.Module):
     weight_init: str = "timm"
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
-    # Windows of at most this many tokens use attention.small_window_attention (same math).
-    elementwise_max_tokens: int = 16
+    kernels: str = "auto"  # the attention formulation: kernels.KernelSet.attention
 
     @nn.compact
     def __call__(
         self, x_BwNC: jnp.ndarray, mask_wNN: np.ndarray | None, deterministic: bool
     ) -> jnp.ndarray:
+        ks = kernel_sets.get(self.kernels)
         Bw, N, C = x_BwNC.shape
         heads = self.num_heads
         head_dim = C // heads
@@ -154,7 +142,8 @@ class WindowAttention(nn.Module):
             kernel_init=dense_init(self.weight_init), dtype=self.dtype, param_dtype=self.param_dtype
         )
 
-        qkv = Dense(3 * C, use_bias=self.qkv_bias, name="qkv", **dense)(tokens_2d(x_BwNC))
+        qkv = ks.dense(3 * C, use_bias=self.qkv_bias, name="qkv", **dense)(tokens_2d(x_BwNC))
+        qkv = checkpoint_name(qkv, LINEAR_OUT)
         qkv = qkv.reshape(Bw, N, 3, heads, head_dim)
         q_BwNhd, k_BwNhd, v_BwNhd = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         q_BwNhd = q_BwNhd * jnp.asarray(head_dim**-0.5, q_BwNhd.dtype)
@@ -165,16 +154,14 @@ class WindowAttention(nn.Module):
             add_wNNh = add_wNNh + mask_wNN[..., None]
         scale_BwNNh = None
         if not deterministic and self.attn_drop > 0.0:
-            scale_BwNNh = dropout_scale(self.make_rng("dropout"), self.attn_drop, (Bw, N, N, heads))
-        attend = (
-            attention.small_window_attention
-            if N <= self.elementwise_max_tokens
-            else attention.matmul_attention
-        )
-        out = attend(q_BwNhd, k_BwNhd, v_BwNhd, add_wNNh, scale_BwNNh)
-        out = out.reshape(Bw * N, C)
-        out = Dense(C, name="proj", **dense)(out)
-        return Dropout(self.proj_drop)(out, deterministic=deterministic).reshape(Bw, N, C)
+            scale_BwNNh = dropout_scale(
+                self.make_rng("dropout"), self.attn_drop, (Bw, N, N, heads), fused=ks.fused_dropout
+            )
+        out = ks.attention(N, head_dim)(q_BwNhd, k_BwNhd, v_BwNhd, add_wNNh, scale_BwNNh)
+        out = ks.dense(C, name="proj", **dense)(out.reshape(Bw * N, C))
+        out = checkpoint_name(out, LINEAR_OUT)
+        out = Dropout(self.proj_drop, fused=ks.fused_dropout)(out, deterministic=deterministic)
+        return out.reshape(Bw, N, C)
 
 
 class SwinBlock(nn.Module):
@@ -195,6 +182,7 @@ class SwinBlock(nn.Module):
     weight_init: str = "timm"
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    kernels: str = "auto"
 
     @nn.compact
     def __call__(self, x_BHWC: jnp.ndarray, deterministic: bool) -> jnp.ndarray:
@@ -215,12 +203,14 @@ class SwinBlock(nn.Module):
             self.weight_init,
             self.dtype,
             self.param_dtype,
+            self.kernels,
             name="attn",
         )(y_BwNC, mask, deterministic)
         y = windows.window_reverse(y_BwNC, self.window, H, W)
         if shifted:
             y = jnp.roll(y, self.shift, axis=(1, 2))
-        x_BHWC = x_BHWC + DropPath(self.drop_path, self.drop_path_mode)(y, deterministic)
+        drop_path = DropPath(self.drop_path, self.drop_path_mode, self.kernels)
+        x_BHWC = x_BHWC + drop_path(y, deterministic)
 
         y = layer_norm("norm2", self.dtype, self.param_dtype)(x_BHWC)
         y = Mlp(
@@ -229,9 +219,11 @@ class SwinBlock(nn.Module):
             self.weight_init,
             self.dtype,
             self.param_dtype,
+            self.kernels,
             name="mlp",
         )(y, deterministic)
-        return x_BHWC + DropPath(self.drop_path, self.drop_path_mode)(y, deterministic)
+        drop_path = DropPath(self.drop_path, self.drop_path_mode, self.kernels)  # DropPath_1
+        return x_BHWC + drop_path(y, deterministic)
 
 
 class PatchMerging(nn.Module):
@@ -247,6 +239,7 @@ class PatchMerging(nn.Module):
     weight_init: str = "timm"
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    kernels: str = "auto"
 
     @nn.compact
     def __call__(self, x_BHWC: jnp.ndarray) -> jnp.ndarray:
@@ -255,7 +248,7 @@ class PatchMerging(nn.Module):
         x = x.transpose(0, 1, 3, 4, 2, 5).reshape(B, H // 2, W // 2, 4 * C)
         if self.norm:
             x = layer_norm("norm", self.dtype, self.param_dtype)(x)
-        y = Dense(
+        y = kernel_sets.get(self.kernels).dense(
             self.out_dim,
             use_bias=False,
             kernel_init=dense_init(self.weight_init),
@@ -307,7 +300,8 @@ class SwinStage(nn.Module):
     """One stage: optional patch merging at its start (timm layout), then ``depth`` blocks.
 
     Blocks alternate regular (even j) and shifted (odd j) windows. ``drop_paths`` holds one rate
-    per block.
+    per block. ``remat`` (a key of :data:`REMAT_POLICIES`) rematerialises each block
+    (``nn.remat``: the parameter names and values are unchanged).
     """
 
     dim: int
@@ -326,6 +320,8 @@ class SwinStage(nn.Module):
     weight_init: str = "timm"
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    kernels: str = "auto"
+    remat: str = "none"
 
     @nn.compact
     def __call__(self, x_BHWC: jnp.ndarray, deterministic: bool) -> jnp.ndarray:
@@ -336,10 +332,14 @@ class SwinStage(nn.Module):
                 self.weight_init,
                 self.dtype,
                 self.param_dtype,
+                self.kernels,
                 name="downsample",
             )(x_BHWC)
+        block = SwinBlock
+        if self.remat != "none":  # deterministic (argument 2, counting self) is a Python bool
+            block = nn.remat(SwinBlock, static_argnums=(2,), policy=REMAT_POLICIES[self.remat])
         for j in range(self.depth):
-            x_BHWC = SwinBlock(
+            x_BHWC = block(
                 self.num_heads,
                 self.window,
                 self.shift if j % 2 else (0, 0),
@@ -352,6 +352,7 @@ class SwinStage(nn.Module):
                 self.weight_init,
                 self.dtype,
                 self.param_dtype,
+                self.kernels,
                 name=f"blocks_{j}",
             )(x_BHWC, deterministic)
         return x_BHWC

@@ -20,17 +20,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from swinjax import kernels as kernel_sets
 from swinjax import windows
 from swinjax.dropout import Dropout
 from swinjax.layers import (
     DROP_PATH_MODES,
+    REMAT_POLICIES,
     WEIGHT_INITS,
     PatchEmbed,
     SwinStage,
     dense_init,
     layer_norm,
 )
-from swinjax.linear import Dense
 from swinjax.windows import Pair
 
 
@@ -64,6 +65,11 @@ class SwinTransformer(nn.Module):
     ``drop_path_mode`` ("sample" per-sample stochastic depth, "element" element-wise dropout as
     the Keras example), ``drop_path_schedule`` ("linear" or "constant"), ``weight_init``
     ("timm" or "keras" initializers), ``dtype`` (compute) and ``param_dtype``.
+
+    How it is computed, never what (the parameters and dropout masks are the same for every
+    setting): ``kernels`` ("auto", "reference" or "cpu", :mod:`swinjax.kernels`; "auto" is
+    resolved when traced, by JAX's default backend) and ``remat`` ("none", "blocks" or "full":
+    rematerialised Swin blocks, :data:`swinjax.layers.REMAT_POLICIES`).
     """
 
     img_size: int | tuple[int, int] = 224
@@ -89,10 +95,17 @@ class SwinTransformer(nn.Module):
     weight_init: str = "timm"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    kernels: str = "auto"
+    remat: str = "none"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.stage_specs()  # validate every hyperparameter at construction, before any tracing
+        kernel_sets.check(self.kernels)
+        _check(
+            self.remat in REMAT_POLICIES,
+            f"remat {self.remat!r} is not one of {tuple(REMAT_POLICIES)}",
+        )
 
     def _validate_fields(self) -> tuple[Pair, Pair]:
         """(image size, patch size) as pairs; ValueError naming any field out of range."""
@@ -204,7 +217,8 @@ class SwinTransformer(nn.Module):
             pos = self.param("absolute_pos_embed", init, (1, H * W, C), self.param_dtype)
             x = x + pos.reshape(1, H, W, C).astype(self.dtype)
         pos_drop = self.drop_rate if self.pos_drop_rate is None else self.pos_drop_rate
-        x = Dropout(pos_drop)(x, deterministic=deterministic)
+        fused = kernel_sets.get(self.kernels).fused_dropout
+        x = Dropout(pos_drop, fused=fused)(x, deterministic=deterministic)
 
         for i, s in enumerate(specs):
             x = SwinStage(
@@ -224,13 +238,14 @@ class SwinTransformer(nn.Module):
                 self.weight_init,
                 self.dtype,
                 self.param_dtype,
+                self.kernels,
+                self.remat,
                 name=f"layers_{i}",
             )(x, deterministic)
         if self.final_norm:
             x = layer_norm("norm", self.dtype, self.param_dtype)(x)
-        return ClassifierHead(
-            self.num_classes, self.weight_init, self.dtype, self.param_dtype, name="head"
-        )(x)
+        head = dict(weight_init=self.weight_init, dtype=self.dtype, param_dtype=self.param_dtype)
+        return ClassifierHead(self.num_classes, **head, kernels=self.kernels, name="head")(x)
 
 
 class ClassifierHead(nn.Module):
@@ -240,13 +255,14 @@ class ClassifierHead(nn.Module):
     weight_init: str = "timm"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    kernels: str = "auto"
 
     @nn.compact
     def __call__(self, x_BHWC: jnp.ndarray) -> jnp.ndarray:
         pooled_BC = jnp.mean(x_BHWC.astype(jnp.float32), axis=(1, 2))
         if self.num_classes == 0:
             return pooled_BC
-        logits = Dense(
+        logits = kernel_sets.get(self.kernels).dense(
             self.num_classes,
             kernel_init=dense_init(self.weight_init),
             dtype=self.dtype,

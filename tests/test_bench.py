@@ -18,15 +18,19 @@ def test_bench_reports_all_figures() -> None:
         "val_images_per_s",
         "epoch_with_validation_s",
         "epoch_with_validation_over_step_time",
+        "train_step_temp_mib",
+        "peak_host_rss_mib",
     ):
         assert result[key] > 0, key
     assert result["device"].startswith("cpu") and result["batch_size"] == 32
+    assert (result["kernels"], result["remat"]) == ("cpu", "none")  # auto, resolved on the CPU
 
 
 def test_bench_stands_in_synthetic_data_for_a_missing_dataset(tmp_path) -> None:
-    config = make_tiny_config(dataset="cifar100", data_dir=str(tmp_path))
+    config = make_tiny_config(dataset="cifar100", data_dir=str(tmp_path), remat="full")
     result = bench.run(config, batch_size=32, n_steps=1, warmup=1, epoch_steps=2)
     assert "synthetic stand-in (cifar100 is not prepared here)" == result["data"]
+    assert result["remat"] == "full" and result["train_step_temp_mib"] > 0
     assert result["train_images_per_s"] > 0
 
 

@@ -1,6 +1,7 @@
 """Parity with timm: random-weight timm models (fixtures from tools/make_golden.py) converted with
-params_from_timm give timm's logits within 1e-4 in float32, also when loaded into a model of
-another image, window or patch size (timm's checkpoint_filter_fn did the same in the fixtures)."""
+params_from_timm give timm's logits within 1e-4 in float32, under either kernel set
+(swinjax.kernels), also when loaded into a model of another image, window or patch size (timm's
+checkpoint_filter_fn did the same in the fixtures)."""
 
 from __future__ import annotations
 
@@ -48,8 +49,10 @@ def state_dict(arrays: dict, layout: str) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("layout", ["timm", "official"])
-def test_logits_match_timm(case: str, layout: str) -> None:
+@pytest.mark.parametrize("kernels", ["cpu", "reference"])
+def test_logits_match_timm(case: str, layout: str, kernels: str) -> None:
     model, arrays, x, expected = load_case(case)
+    model = model.clone(kernels=kernels)
     sd = state_dict(arrays, layout)
     if layout == "official":
         sd = {"model": sd}  # how microsoft/Swin-Transformer saves its checkpoints

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from swinjax import attention, dropout, linear, runtime
-from swinjax.layers import gelu
+from swinjax.activations import gelu
 
 
 @pytest.mark.parametrize("shape", [(1,), (7,), (3, 5, 4), (64, 9, 33)])
@@ -95,6 +95,26 @@ def test_small_window_attention_matches_matmul_attention(with_dropout):
     g_ref = jax.grad(loss(attention.matmul_attention), argnums=(0, 1, 2, 3))(q, k, v, add)
     for a, b in zip(g_small, g_ref, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("nW", [1, 4])
+@pytest.mark.parametrize("with_dropout", [False, True])
+def test_dot_product_attention_matches_matmul_attention(nW, with_dropout):
+    """jax.nn.dot_product_attention with the per-window term as its bias (the reference set)."""
+    q, k, v, add, scale = _attention_inputs(2, nW=nW)
+    scale = scale if with_dropout else None
+    cotangent = jax.random.normal(jax.random.key(9), q.shape)
+
+    def loss(fn):
+        return lambda q, k, v, add: jnp.sum(fn(q, k, v, add, scale) * cotangent)
+
+    for a, b in zip(
+        jax.value_and_grad(loss(attention.dot_product_attention), (0, 1, 2, 3))(q, k, v, add),
+        jax.value_and_grad(loss(attention.matmul_attention), (0, 1, 2, 3))(q, k, v, add),
+        strict=True,
+    ):
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-5)
 
 
 def test_small_window_attention_bfloat16_close():
