@@ -3,7 +3,8 @@
 Each checkpoint step holds the train state (``state``) and a small JSON record (``meta``: epoch,
 position in the epoch, the validation metrics). The run's config is saved beside them as
 ``WORKDIR/config.json``, so that ``python -m swinjax.eval --ckpt WORKDIR`` needs nothing else.
-Retention keeps the last ``keep`` checkpoints plus the best by validation top-1.
+Retention keeps the last ``keep`` checkpoints plus the best by validation top-1 (of the parameters
+or of their EMA, whichever is higher).
 
 Asynchronous saves. ``Checkpointer.save`` returns once orbax has copied the state's arrays off
 the device (to host memory; on a GPU through pinned host memory); the files are written, the
@@ -59,6 +60,14 @@ log = logging.getLogger(__name__)
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 BEST_METRIC = "val_top1"
+# The best checkpoint is the one with the highest of these (the EMA's where it is better).
+BEST_METRICS = (BEST_METRIC, "val_ema_top1")
+
+
+def best_score(metrics: dict) -> float:
+    """A checkpoint's score for "best": the highest of its :data:`BEST_METRICS`."""
+    return max(float(metrics[k]) for k in BEST_METRICS if k in metrics)
+
 
 # The errors that mean "this checkpoint is bad", found by corrupting checkpoints written by
 # orbax-checkpoint 0.12.8 with tensorstore (tests/test_checkpoint.py keeps one case of each):
@@ -176,7 +185,7 @@ class Checkpointer:
             [
                 ocp.checkpoint_managers.LatestN(n=keep),
                 ocp.checkpoint_managers.BestN(
-                    get_metric_fn=lambda m: m[BEST_METRIC],
+                    get_metric_fn=best_score,
                     n=1,
                     keep_checkpoints_without_metrics=False,
                 ),
@@ -184,7 +193,7 @@ class Checkpointer:
         )
         options = ocp.CheckpointManagerOptions(
             preservation_policy=policy,
-            best_fn=lambda m: m[BEST_METRIC],  # makes orbax persist each step's metrics
+            best_fn=best_score,  # makes orbax persist each step's metrics
             create=not read_only,
             read_only=read_only,
             enable_async_checkpointing=not read_only,
@@ -214,9 +223,10 @@ class Checkpointer:
         return sorted(self.manager.all_steps())
 
     def best_step(self) -> int | None:
-        """The kept step with the highest validation top-1 (None if no step has metrics)."""
+        """The kept step with the highest validation top-1, of the parameters or of their EMA
+        (:func:`best_score`; None if no step has metrics)."""
         scored = [
-            (float(m[BEST_METRIC]), step)
+            (best_score(m), step)
             for step in self.all_steps()
             if (m := self.manager.metrics(step)) and BEST_METRIC in m
         ]
@@ -233,9 +243,10 @@ class Checkpointer:
         device; a background thread writes and commits the files.
 
         ``state``'s buffers may be donated or deleted as soon as this returns. ``meta`` and
-        ``metrics`` (``{"val_top1": float}``, for the best-step retention) must be JSON; they
-        are copied here. A save still in flight is waited for first (its failure raises
-        CheckpointError here). An existing step is left as it is.
+        ``metrics`` (``{"val_top1": float}``, plus ``"val_ema_top1"`` where there is an EMA, for
+        the best-step retention) must be JSON; they are copied here. A save still in flight is
+        waited for first (its failure raises CheckpointError here). An existing step is left as
+        it is.
         """
         self.wait_until_finished()
         if step in self.manager.all_steps():

@@ -19,7 +19,7 @@ from typing import Any
 
 import ml_collections
 
-from swinjax import augment, optim
+from swinjax import augment, optim, recipe
 from swinjax.model import PRESETS, SwinTransformer, create_model
 
 # Roles. RUN: shapes what the run computes. LENGTH: how long it goes on. OUTPUT: what is logged,
@@ -68,8 +68,8 @@ KEYS: dict[str, tuple[Any, str, str]] = {
     "label_smoothing": (0.1, RUN, "targets one_hot * (1 - s) + s / K"),
     "seed": (0, RUN, "parameters, dropout, augmentation and data order"),
     "schedule": ("constant", RUN, f"learning-rate schedule, one of {optim.SCHEDULES}"),
-    "warmup_epochs": (0.0, RUN, "warmup_cosine: linear warmup over this many epochs"),
-    "min_lr": (0.0, RUN, "warmup_cosine: the learning rate the cosine ends at"),
+    "warmup_epochs": (0.0, RUN, "warmup (one_cycle: the rise to the peak) over these epochs"),
+    "min_lr": (0.0, RUN, "the learning rate a schedule's decay ends at (not 'constant')"),
     "grad_clip_norm": (0.0, RUN, "> 0: clip gradients to this global norm; 0: no clipping"),
     "decay_all": (False, RUN, "True: decay biases, norms and position tables too (Keras)"),
     "b1": (0.9, RUN, "Adam's beta 1"),
@@ -85,6 +85,17 @@ KEYS: dict[str, tuple[Any, str, str]] = {
     "mean": ((), RUN, "per-channel mean on the [0, 1] scale; (): images scaled to [0, 1] only"),
     "std": ((), RUN, "per-channel std, with mean"),
     "normalize": ("", RUN, "'': mean/std as set; 'imagenet'; 'dataset': the dataset's stats"),
+    # ----------------------------------------- recipe tools (swinjax.recipe; all off by default)
+    "augment_policy": ("", RUN, "after augment: 'randaugment', 'trivialaugment'; '': none"),
+    "randaug_num_ops": (2, RUN, "randaugment: ops per image (N)"),
+    "randaug_magnitude": (9.0, RUN, "randaugment: magnitude M on timm's 0..10 scale"),
+    "mixup_alpha": (0.0, RUN, "> 0: mixup per image, lam ~ Beta(alpha, alpha); 0: off"),
+    "cutmix_alpha": (0.0, RUN, "> 0: CutMix per image, lam ~ Beta(alpha, alpha); 0: off"),
+    "mix_switch_prob": (0.5, RUN, "mixup and CutMix both on: probability of CutMix"),
+    "mix_prob": (1.0, RUN, "mixup/CutMix on: probability an image is mixed at all"),
+    "erase_prob": (0.0, RUN, "> 0: random erasing per image (timm's 'pixel' mode); 0: off"),
+    "ema_decay": (0.0, RUN, "> 0: EMA of the params (bias-corrected), validated beside them"),
+    "eval_tta": (False, RUN, "True: validation and test average image and mirror softmaxes"),
     # ------------------------------------------------------------------------ run length
     "num_epochs": (40, LENGTH, "epochs; the schedule spans them (re-planned if it changes)"),
     "max_steps": (0, LENGTH, "> 0: stop after this many steps in all (smoke runs)"),
@@ -166,6 +177,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.dtype not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"config.dtype={config.dtype!r}: use float32 or bfloat16")
     optim.validate_optim_config(config)
+    recipe.validate_recipe_config(config)
     augment.normalization(config.normalize, config.dataset, config.mean, config.std)
     _validate_data_keys(config)
     _validate_finetune_keys(config)

@@ -1,10 +1,14 @@
-"""Score a saved model: ``python -m swinjax.eval --ckpt PATH [--split test] [--best]``.
+"""Score a saved model: ``python -m swinjax.eval --ckpt PATH [--split test] [--best] [--tta]``.
 
 PATH is a training workdir (its latest checkpoint, or with ``--best`` the best by validation
-top-1) or one checkpoint step (``WORKDIR/checkpoints/STEP``). The config saved in the workdir
-rebuilds the model, so nothing else is needed. The last line printed is one JSON object with
-``loss``, ``top1``, ``top5``, ``num_examples``, ``step`` and ``split``. A bad path or a
-checkpoint that does not match exits with status 2 and a message saying what is wrong.
+top-1, of the parameters or of their EMA, whichever is higher) or one checkpoint step
+(``WORKDIR/checkpoints/STEP``). The config saved in the workdir rebuilds the model, so nothing
+else is needed. The last line printed is one JSON object with ``loss``, ``top1``, ``top5``,
+``num_examples``, ``step``, ``split`` and ``tta``, plus ``ema_loss``, ``ema_top1`` and
+``ema_top5`` for a run that keeps an EMA of its parameters (``ema_decay`` > 0). ``--tta``:
+flip test-time augmentation (the average of the softmax of each image and its mirror). A bad
+path or a checkpoint that does not match exits with status 2 and a message saying what is
+wrong.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ def run(
     data_dir: str | None = None,
     best: bool = False,
     batch_size: int = 0,
+    tta: bool = False,
 ) -> dict:
     """Restores the checkpoint and evaluates it on ``split_name``; returns the JSON record."""
     from swinjax import data, evaluation, steps
@@ -64,10 +69,10 @@ def run(
                 f"{workdir / checkpoint.CONFIG_FILE}: {type(e).__name__}: {str(e)[:400]}"
             ) from e
     state, _ = restored
-    metrics = evaluation.evaluate(
-        state, split, batch_size or config.eval_batch_size or config.batch_size
+    metrics = evaluation.evaluate_with_ema(
+        state, split, batch_size or config.eval_batch_size or config.batch_size, tta=tta
     )
-    return {**metrics, "step": int(state.step), "split": split_name}
+    return {**metrics, "step": int(state.step), "split": split_name, "tta": tta}
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -79,7 +84,12 @@ def define_flags(fv: flags.FlagValues) -> None:
         flag_values=fv,
     )
     flags.DEFINE_string("data_dir", None, "tfds data directory override", flag_values=fv)
-    flags.DEFINE_bool("best", False, "the best checkpoint by validation top-1", flag_values=fv)
+    flags.DEFINE_bool(
+        "best", False, "the best checkpoint by validation top-1 (params or EMA)", flag_values=fv
+    )
+    flags.DEFINE_bool(
+        "tta", False, "flip test-time augmentation: average image and mirror", flag_values=fv
+    )
     flags.DEFINE_integer("batch_size", 0, "0: the config's eval batch size", flag_values=fv)
 
 
@@ -90,7 +100,7 @@ def main(argv: list[str]) -> int:
 
 
 def _work(fv: flags.FlagValues) -> dict:
-    return run(fv.ckpt, fv.split, fv.data_dir, fv.best, fv.batch_size)
+    return run(fv.ckpt, fv.split, fv.data_dir, fv.best, fv.batch_size, fv.tta)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,11 @@ from swinjax import data, parallel, population, steps
 
 
 def evaluate(
-    state: Any, split: data.Split, batch_size: int, mesh: Mesh | None = None
+    state: Any, split: data.Split, batch_size: int, mesh: Mesh | None = None, tta: bool = False
 ) -> dict[str, float] | list[dict[str, float]]:
     """Mean ``loss``, ``top1`` and ``top5`` over all of ``split``, plus ``num_examples``; for a
-    population, a list of such dicts, one per member.
+    population, a list of such dicts, one per member. ``tta``: flip test-time augmentation
+    (``steps.flip_tta_scores``).
 
     Data parallel over ``mesh`` (default: every device): the state is replicated, each batch
     split across the devices, ``batch_size`` rounded up to a multiple of the device count (the
@@ -35,7 +36,7 @@ def evaluate(
     )
     totals = None
     for batch in data.prefetch_to_device(batches, size=2, sharding=parallel.batch_sharding(mesh)):
-        sums = steps.eval_step(state, batch)
+        sums = steps.eval_step(state, batch, tta=tta)
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     if totals is None:
         raise ValueError(f"split {split.name!r} is empty; nothing to evaluate")
@@ -44,6 +45,25 @@ def evaluate(
     }
     members = [_means(totals_P, i, split) for i in range(population.size(state))]
     return members if state.step.ndim else members[0]
+
+
+def evaluate_with_ema(
+    state: Any, split: data.Split, batch_size: int, mesh: Mesh | None = None, tta: bool = False
+) -> dict[str, float] | list[dict[str, float]]:
+    """:func:`evaluate` of the parameters and, where the state keeps an EMA of them
+    (``state.ema_params``), of the EMA too: ``ema_loss``, ``ema_top1``, ``ema_top5`` beside
+    ``loss``, ``top1``, ``top5``."""
+    raw = evaluate(state, split, batch_size, mesh, tta)
+    if state.ema_params is None:
+        return raw
+    ema = evaluate(state.replace(params=state.ema_params), split, batch_size, mesh, tta)
+
+    def merged(r: dict[str, float], e: dict[str, float]) -> dict[str, float]:
+        return {**r, **{f"ema_{k}": v for k, v in e.items() if k != "num_examples"}}
+
+    if isinstance(raw, list):
+        return [merged(r, e) for r, e in zip(raw, ema, strict=True)]
+    return merged(raw, ema)
 
 
 def _means(totals_P: dict[str, np.ndarray], i: int, split: data.Split) -> dict[str, float]:

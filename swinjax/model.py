@@ -21,13 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from swinjax import kernels as kernel_sets
+from swinjax import stem as stems
 from swinjax import windows
 from swinjax.dropout import Dropout
 from swinjax.layers import (
     DROP_PATH_MODES,
     REMAT_POLICIES,
     WEIGHT_INITS,
-    PatchEmbed,
     SwinStage,
     dense_init,
     layer_norm,
@@ -64,7 +64,8 @@ class SwinTransformer(nn.Module):
     None: ``drop_rate``), ``merge_norm`` (LayerNorm in patch merging), ``final_norm``,
     ``drop_path_mode`` ("sample" per-sample stochastic depth, "element" element-wise dropout as
     the Keras example), ``drop_path_schedule`` ("linear" or "constant"), ``weight_init``
-    ("timm" or "keras" initializers), ``dtype`` (compute) and ``param_dtype``.
+    ("timm" or "keras" initializers), ``stem`` and ``stem_channels`` (the patch embedding:
+    :mod:`swinjax.stem`), ``dtype`` (compute) and ``param_dtype``.
 
     How it is computed, never what (the parameters and dropout masks are the same for every
     setting): ``kernels`` ("auto", "reference" or "cpu", :mod:`swinjax.kernels`; "auto" is
@@ -93,6 +94,8 @@ class SwinTransformer(nn.Module):
     drop_path_mode: str = "sample"
     drop_path_schedule: str = "linear"
     weight_init: str = "timm"
+    stem: str = "patch"  # "conv": 3x3 convolutions instead (swinjax.stem; not timm's)
+    stem_channels: tuple[int, ...] = ()  # stem="conv": their widths; (): derived
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     kernels: str = "auto"
@@ -144,6 +147,7 @@ class SwinTransformer(nn.Module):
             self.weight_init in WEIGHT_INITS,
             f"weight_init {self.weight_init!r} is not one of {WEIGHT_INITS}",
         )
+        stems.check(self.stem, self.stem_channels, patch, self.embed_dim)
 
         return img, patch
 
@@ -198,15 +202,7 @@ class SwinTransformer(nn.Module):
                 f"{expected[2]}) (NHWC), got {tuple(images_BHWC.shape)}"
             )
         deterministic = not train
-        x = PatchEmbed(
-            windows.to_pair(self.patch_size),
-            self.embed_dim,
-            self.patch_norm,
-            self.weight_init,
-            self.dtype,
-            self.param_dtype,
-            name="patch_embed",
-        )(images_BHWC.astype(self.dtype))
+        x = stems.patch_embed(self)(images_BHWC.astype(self.dtype))
         B, H, W, C = x.shape
         if self.ape:
             init = (
@@ -374,8 +370,9 @@ def create_model(name: str, **overrides: Any) -> SwinTransformer:
             f"unknown SwinTransformer field(s) {unknown}; {hint}valid: {sorted(fields)}"
         )
     kwargs = {**PRESETS[name], **overrides}
-    for key in ("depths", "num_heads"):
-        kwargs[key] = tuple(int(v) for v in kwargs[key])
+    for key in ("depths", "num_heads", "stem_channels"):
+        if key in kwargs:
+            kwargs[key] = tuple(int(v) for v in kwargs[key])
     for key in ("img_size", "patch_size", "window_size"):
         if not isinstance(kwargs.get(key, 0), int):
             kwargs[key] = tuple(int(v) for v in kwargs[key])

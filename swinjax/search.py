@@ -28,6 +28,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from swinjax import recipe
 from swinjax.config import validate_config
 
 MODES = ("grid", "random")
@@ -51,6 +52,15 @@ POPULATION_KEYS = frozenset(
         "layer_decay",
         "freeze",
         "seed",
+        # The recipe tools' strengths (swinjax.recipe): the members must agree on which tools
+        # are on (validate_sweep checks), not on how strong they are.
+        "randaug_magnitude",
+        "mixup_alpha",
+        "cutmix_alpha",
+        "mix_prob",
+        "mix_switch_prob",
+        "erase_prob",
+        "ema_decay",
     }
 )
 Point = dict[str, Any]
@@ -133,6 +143,14 @@ def validate_sweep(base: ml_collections.ConfigDict, sweep: ml_collections.Config
             validate_config(point_config(base, point))
         except (ValueError, TypeError) as e:
             raise ValueError(f"sweep point {point}: {e}") from None
+    if sweep.execution == "population":
+        tools = {recipe.from_config(point_config(base, p)) for p in expand(sweep)}
+        if len(tools) > 1:
+            raise ValueError(
+                f"sweep.{sweep.mode}: its points turn different recipe tools on or off (an "
+                "ema_decay, mixup_alpha, cutmix_alpha or erase_prob of 0 is off); one population "
+                "needs them all on or all off; use sweep.execution = 'sequential'"
+            )
 
 
 def expand(sweep: ml_collections.ConfigDict) -> list[Point]:

@@ -4,10 +4,12 @@
 module-level functions, jitted once under their own names (``jit(train_step)`` in compile logs and
 profiles), the train state donated. Everything a sweep varies (peak and final learning rate,
 schedule lengths, weight decay, label smoothing, Adam's betas and epsilon, the clipping norm, the
-seed) lives in the state as float32 arrays (``state.hparams``) or a PRNG key (``state.rng``), never
-as Python constants in the trace, so a sweep over them reuses one compiled ``train_step``. What
-selects code is static (``pytree_node=False``): the model, the optax transformation (its only
-choice is the decay mask), the schedule's shape and the augmentation.
+strengths of the recipe tools, the seed) lives in the state as float32 arrays (``state.hparams``)
+or a PRNG key (``state.rng``), never as Python constants in the trace, so a sweep over them reuses
+one compiled ``train_step``. What selects code is static (``pytree_node=False``): the model, the
+optax transformation (its only choice is the decay mask), the schedule's shape, the augmentation
+and which recipe tools are on (``state.recipe``, :mod:`swinjax.recipe`: RandAugment or
+TrivialAugment, mixup / CutMix, random erasing, the parameters' EMA in ``state.ema_params``).
 
 A population is a leading axis: a state whose leaves are stacked ``[P, ...]``
 (:func:`swinjax.population.stack`) goes through the same ``train_step`` / ``eval_step``, which
@@ -37,7 +39,8 @@ import numpy as np
 import optax
 from flax import struct
 
-from swinjax import augment, optim, param_groups
+from swinjax import augment, autoaugment, mixing, optim, param_groups
+from swinjax import recipe as recipe_lib
 from swinjax.optim import (  # noqa: F401  (re-exported: steps.* is the training API)
     HPARAM_KEYS,
     OPTIM_KEYS,
@@ -60,12 +63,14 @@ class TrainState(struct.PyTreeNode):
     trainable: Any  # per parameter, a float32 scalar: 1.0 trains, 0.0 frozen (param_groups)
     model: nn.Module = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
+    ema_params: Any = None  # the parameters' EMA (swinjax.recipe) where recipe.ema, else None
     schedule: str = struct.field(pytree_node=False, default="constant")
     augment_mode: str = struct.field(pytree_node=False, default="none")
     crop_padding: int = struct.field(pytree_node=False, default=4)
     mean: tuple[float, ...] = struct.field(pytree_node=False, default=())
     std: tuple[float, ...] = struct.field(pytree_node=False, default=())
     resize_method: str = struct.field(pytree_node=False, default="bilinear")
+    recipe: recipe_lib.Recipe = struct.field(pytree_node=False, default=recipe_lib.Recipe())
 
 
 # ------------------------------------------------------------------------------ train state
@@ -93,6 +98,29 @@ _init_jit_cpu = jax.jit(
 )
 
 
+def _hparams(
+    config: ml_collections.ConfigDict, steps_per_epoch: int, recipe: recipe_lib.Recipe
+) -> dict[str, jax.Array]:
+    """``state.hparams``: the float32 scalars of HPARAM_KEYS, plus the strengths of the recipe
+    tools that are on."""
+    hparams = {
+        "learning_rate": config.learning_rate,
+        "min_lr": config.min_lr,
+        "warmup_steps": round(config.warmup_epochs * steps_per_epoch),
+        "total_steps": config.num_epochs * steps_per_epoch,
+        "weight_decay": config.weight_decay,
+        "label_smoothing": config.label_smoothing,
+        "b1": config.b1,
+        "b2": config.b2,
+        "adam_eps": config.adam_eps,
+        "adam_eps_keras": float(config.adam_eps_keras),
+        "grad_clip_norm": config.grad_clip_norm,
+        "layer_decay": config.layer_decay,
+    }
+    hparams = {k: hparams[k] for k in HPARAM_KEYS} | recipe_lib.hparams(config, recipe)
+    return {k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()}
+
+
 def create_train_state(
     config: ml_collections.ConfigDict,
     model: nn.Module,
@@ -107,6 +135,7 @@ def create_train_state(
     ``config.seed``. It is split into the parameter-init key and ``state.rng``.
     """
     validate_optim_config(config)
+    recipe = recipe_lib.from_config(config)
     if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, numbers.Integral):
         raise ValueError(f"steps_per_epoch must be an int >= 1, got {steps_per_epoch!r}")
     if steps_per_epoch < 1:
@@ -128,27 +157,15 @@ def create_train_state(
     init.eval_shape(model, tx, shape, init_key)
     params, opt_state = init(model, tx, shape, init_key)
 
-    hparams = {
-        "learning_rate": config.learning_rate,
-        "min_lr": config.min_lr,
-        "warmup_steps": round(config.warmup_epochs * steps_per_epoch),
-        "total_steps": config.num_epochs * steps_per_epoch,
-        "weight_decay": config.weight_decay,
-        "label_smoothing": config.label_smoothing,
-        "b1": config.b1,
-        "b2": config.b2,
-        "adam_eps": config.adam_eps,
-        "adam_eps_keras": float(config.adam_eps_keras),
-        "grad_clip_norm": config.grad_clip_norm,
-        "layer_decay": config.layer_decay,
-    }
+    hparams = _hparams(config, steps_per_epoch, recipe)
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
         opt_state=opt_state,
         rng=state_key,
-        hparams={k: jnp.asarray(hparams[k], jnp.float32) for k in HPARAM_KEYS},
+        hparams=hparams,
         trainable=param_groups.trainable_mask(params, config.freeze),
+        ema_params=jax.tree.map(jnp.copy, params) if recipe.ema else None,
         model=model,
         tx=tx,
         schedule=config.schedule,
@@ -157,6 +174,7 @@ def create_train_state(
         mean=mean,
         std=std,
         resize_method=config.resize_method,
+        recipe=recipe,
     )
 
 
@@ -194,24 +212,62 @@ def _inputs(state: TrainState, images: jax.Array) -> jax.Array:
 # -------------------------------------------------------------------------------- the steps
 
 
+def _train_inputs(
+    state: TrainState, key: jax.Array, batch: dict[str, jax.Array]
+) -> tuple[jax.Array, jax.Array | None, jax.Array]:
+    """The augmented model inputs, soft targets (None without mixing) and the labels metrics
+    count against (the dominant label of a mixed image).
+
+    Order: the geometric ``augment_mode`` (from ``key`` itself, as before any extra existed),
+    then ``augment_policy`` on the raw images, normalization and resize, random erasing, then
+    mixup / CutMix; each extra from its own ``fold_in(key, i)``.
+    """
+    r, hp = state.recipe, state.hparams
+    images = augment.augment(key, batch["image"], state.augment_mode, state.crop_padding)
+    if r.policy:
+        magnitude = hp.get("randaug_magnitude", 0.0)
+        policy_key = jax.random.fold_in(key, 1)
+        images = autoaugment.apply_policy(policy_key, images, r.policy, r.num_ops, magnitude)
+    x = _inputs(state, images)
+    if r.erase:
+        x = mixing.random_erase(jax.random.fold_in(key, 2), x, hp["erase_prob"])
+    labels = batch["label"]
+    if not r.mixing:
+        return x, None, labels
+    x, targets, dominant, _ = mixing.mix(
+        jax.random.fold_in(key, 3),
+        x,
+        labels,
+        state.model.num_classes,
+        hp["label_smoothing"],
+        hp,
+        mixup=r.mixup,
+        cutmix=r.cutmix,
+    )
+    return x, targets, dominant
+
+
 def _one_train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
     """One AdamW step of one model on ``batch = {"image": uint8 or [0, 1] float [B, H, W, C],
     "label": [B]}``.
 
-    The batch is augmented here, on the device (``state.augment_mode``); metrics are float32
-    scalars: ``loss``, ``top1``, ``top5``, ``learning_rate`` and ``grad_norm`` (before clipping).
-    Frozen parameters (``state.trainable``) get no gradient and no update; the others' updates
-    are scaled by their layer's learning-rate factor (``hparams["layer_decay"]``).
+    The batch is augmented here, on the device (``state.augment_mode``, then the extras of
+    ``state.recipe``: :func:`_train_inputs`); metrics are float32 scalars: ``loss``, ``top1``,
+    ``top5`` (against the dominant label of a mixed image), ``learning_rate`` and ``grad_norm``
+    (before clipping). Frozen parameters (``state.trainable``) get no gradient and no update;
+    the others' updates are scaled by their layer's learning-rate factor
+    (``hparams["layer_decay"]``). With ``recipe.ema`` the EMA of the parameters follows.
     """
     step_key = jax.random.fold_in(state.rng, state.step)
     aug_key, dropout_key = jax.random.split(step_key)
-    images = augment.augment(aug_key, batch["image"], state.augment_mode, state.crop_padding)
-    x = _inputs(state, images)
-    labels = batch["label"]
+    x, targets, labels = _train_inputs(state, aug_key, batch)
 
     def loss_fn(params: Any) -> tuple[jax.Array, jax.Array]:
         logits = state.model.apply({"params": params}, x, train=True, rngs={"dropout": dropout_key})
-        loss = cross_entropy(logits, labels, state.hparams["label_smoothing"]).mean()
+        if targets is None:
+            loss = cross_entropy(logits, labels, state.hparams["label_smoothing"]).mean()
+        else:
+            loss = mixing.soft_cross_entropy(logits, targets).mean()
         return loss, logits
 
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -238,6 +294,11 @@ def _one_train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[Tra
         "grad_norm": grad_norm,
     }
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    if state.recipe.ema:
+        ema = recipe_lib.ema_update(
+            state.ema_params, params, new_state.step, state.hparams["ema_decay"]
+        )
+        new_state = new_state.replace(ema_params=ema)
     return new_state, jax.tree.map(lambda m: m.astype(jnp.float32), metrics)
 
 
@@ -250,11 +311,17 @@ def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainSta
     return _one_train_step(state, batch)
 
 
-def _one_eval_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+def _one_eval_step(
+    state: TrainState, batch: dict[str, jax.Array], tta: bool = False
+) -> dict[str, jax.Array]:
     """SUMS over the real rows (``mask`` = 1; no mask: all rows) of ``loss`` (with the training
     label smoothing, as Keras reports it), ``top1``, ``top5``, and their ``count``: add them up
-    over batches and divide once, exact whatever the padding."""
-    logits = state.model.apply({"params": state.params}, _inputs(state, batch["image"]))
+    over batches and divide once, exact whatever the padding. ``tta``: scored on the average of
+    the softmax of each image and of its mirror (:func:`flip_tta_scores`)."""
+    x = _inputs(state, batch["image"])
+    logits = state.model.apply({"params": state.params}, x)
+    if tta:
+        logits = flip_tta_scores(logits, state.model.apply({"params": state.params}, x[:, :, ::-1]))
     labels = batch["label"]
     mask = batch.get("mask", jnp.ones(labels.shape, jnp.float32)).astype(jnp.float32)
     real = mask > 0
@@ -270,12 +337,23 @@ def _one_eval_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, 
     }
 
 
-@jax.jit
-def eval_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+def flip_tta_scores(logits_BK: jax.Array, mirrored_logits_BK: jax.Array) -> jax.Array:
+    """Flip test-time augmentation: ``log((softmax(a) + softmax(b)) / 2)``, the log of the two
+    views' average probabilities. Used as logits, its softmax IS that average, so the loss is
+    the log-loss of the averaged prediction and top-k ranks by it. Probabilities rather than
+    logits are averaged: the two views are an ensemble of two predictions, and a view that is
+    confidently wrong cannot outvote a confident right one by its logit scale alone."""
+    both = jnp.stack([jax.nn.log_softmax(logits_BK), jax.nn.log_softmax(mirrored_logits_BK)])
+    return jax.nn.logsumexp(both, axis=0) - jnp.log(2.0)
+
+
+@functools.partial(jax.jit, static_argnames="tta")
+def eval_step(state: TrainState, batch: dict[str, jax.Array], tta: bool = False) -> dict:
     """Sums over the batch's real rows (see :func:`_one_eval_step`); ``[P]`` for a population."""
     if state.step.ndim:
-        return jax.vmap(_one_eval_step, in_axes=(0, None))(state, batch)
-    return _one_eval_step(state, batch)
+        one = functools.partial(_one_eval_step, tta=tta)
+        return jax.vmap(one, in_axes=(0, None))(state, batch)
+    return _one_eval_step(state, batch, tta)
 
 
 @jax.jit

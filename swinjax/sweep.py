@@ -116,7 +116,8 @@ def train_points(
     def end_epoch(state: Any, pos: loop.Position) -> bool:
         if meter.all_diverged:
             return True
-        scores = evaluation.evaluate(state, val_split, eval_batch, mesh)
+        tta = bool(config.get("eval_tta", False))
+        scores = evaluation.evaluate_with_ema(state, val_split, eval_batch, mesh, tta=tta)
         scores = scores if isinstance(scores, list) else [scores]
         for i, (m, val) in enumerate(zip(members, scores, strict=True)):
             m.end_epoch(pos.epoch, pos.step, meter.means(i), val, meter.diverged_at[i])
@@ -166,7 +167,9 @@ class _Member:
             return
         record = {"epoch": epoch, "step": step}
         record.update({f"train_{k}": train[k] for k in ("loss", "top1")})
-        record.update({f"val_{k}": val[k] for k in ("loss", "top1", "top5")})
+        record.update(
+            {f"val_{k}": val[k] for k in ("loss", "top1", "top5", "ema_top1") if k in val}
+        )
         self.history.append(record)
 
     def result(

@@ -180,7 +180,7 @@ def _end_epoch(run: _Run, state: Any, pos: loop.Position, meter: loop.Meter, pro
     record["epoch_seconds"] = progress.epoch_seconds
     if "val" in run.splits:
         t0 = time.perf_counter()
-        val = evaluation.evaluate(state, run.splits["val"], run.eval_batch_size, run.mesh)
+        val = _evaluate(run, state, "val")
         record.update({f"val_{k}": v for k, v in val.items() if k != "num_examples"})
         record["val_seconds"] = time.perf_counter() - t0
     record["epoch"] = pos.epoch
@@ -189,9 +189,18 @@ def _end_epoch(run: _Run, state: Any, pos: loop.Position, meter: loop.Meter, pro
         tqdm.write(f"epoch {pos.epoch}: {json.dumps({k: round(v, 4) for k, v in record.items()})}")
     last = pos.epoch >= run.plan.num_epochs or pos.step >= run.plan.total_steps
     if last or pos.epoch % run.config.checkpoint_every_epochs == 0:
-        best = {"val_top1": record["val_top1"]} if "val_top1" in record else None
+        best = {k: record[k] for k in checkpoint.BEST_METRICS if k in record} or None
         _save(run, state, pos, best)
     return False
+
+
+def _evaluate(run: _Run, state: Any, split: str) -> dict[str, float]:
+    """``split`` scored with the parameters and, where there is one, their EMA (``ema_*``),
+    with flip test-time augmentation where ``config.eval_tta``."""
+    tta = bool(run.config.get("eval_tta", False))
+    return evaluation.evaluate_with_ema(
+        state, run.splits[split], run.eval_batch_size, run.mesh, tta=tta
+    )
 
 
 def _save(run: _Run, state: Any, pos: loop.Position, metrics: dict | None = None) -> None:
@@ -212,7 +221,7 @@ def _finish(run: _Run, state: Any, pos: loop.Position, reason: str | None) -> di
     if history:
         plots.plot_history(history, run.workdir / "history.png")
     if "test" in run.splits:
-        test = evaluation.evaluate(state, run.splits["test"], run.eval_batch_size, run.mesh)
+        test = _evaluate(run, state, "test")
         run.writer.write_scalars(pos.step, writers.with_kind("test", test))
         result["test"] = test
         images, labels, predicted = evaluation.predict_samples(  # every process: SPMD

@@ -73,6 +73,53 @@ def test_interrupt_and_resume_equals_uninterrupted(tmp_path, tiny_config) -> Non
         np.testing.assert_array_equal(x, y)
 
 
+def _tools_config(**overrides):
+    """Every recipe tool on: TrivialAugment, mixup + CutMix, random erasing, EMA, flip TTA."""
+    tools = dict(
+        augment_policy="trivialaugment",
+        mixup_alpha=0.8,
+        cutmix_alpha=1.0,
+        erase_prob=0.25,
+        ema_decay=0.9,
+        eval_tta=True,
+        schedule="one_cycle",
+    )
+    return make_tiny_config(**{**tools, **overrides})
+
+
+def test_resume_with_recipe_tools_equals_uninterrupted(tmp_path, capsys) -> None:
+    straight = tmp_path / "straight"
+    train.train_and_evaluate(_tools_config(), straight)
+    resumed = tmp_path / "resumed"
+    first = train.train_and_evaluate(_tools_config(max_steps=21), resumed)  # mid epoch 2
+    assert first["step"] == 21
+    train.train_and_evaluate(_tools_config(), resumed)
+    a, _ = _params_of(straight)
+    b, _ = _params_of(resumed)
+    assert a.ema_params is not None and int(a.step) == int(b.step) == 32
+    for tree in ("params", "opt_state", "ema_params"):
+        for x, y in zip(
+            jax.tree.leaves(getattr(a, tree)), jax.tree.leaves(getattr(b, tree)), strict=True
+        ):
+            np.testing.assert_array_equal(x, y, err_msg=tree)  # bitwise on the CPU
+    epochs = _records(straight, "epoch")
+    assert len(epochs) == 2
+    for e, r in zip(epochs, _records(resumed, "epoch"), strict=True):
+        for key in ("val_loss", "val_top1", "val_ema_loss", "val_ema_top1"):
+            assert e[key] == r[key], key  # the same states, scored the same way
+    # --best: the checkpoint whose better of its two validation top-1s is the highest.
+    ckpt = checkpoint.Checkpointer(straight, read_only=True)
+    scores = {e["step"]: max(e["val_top1"], e["val_ema_top1"]) for e in epochs}
+    assert ckpt.best_step() == max(scores, key=lambda step: (scores[step], step))
+    argv = ["swinjax.eval", "--ckpt", str(straight), "--split", "val", "--best", "--tta"]
+    assert eval_cli.main(argv) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["tta"] is True and record["step"] == ckpt.best_step()
+    chosen = next(e for e in epochs if e["step"] == record["step"])
+    for key in ("loss", "top1", "top5", "ema_loss", "ema_top1", "ema_top5"):
+        assert record[key] == pytest.approx(chosen[f"val_{key}"], rel=1e-6), key
+
+
 def test_sigterm_saves_and_exits_cleanly(tmp_path, tiny_config, monkeypatch) -> None:
     real = data.train_batches
 

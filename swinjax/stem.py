@@ -1,0 +1,133 @@
+"""The patch embedding's two forms, chosen by ``SwinTransformer.stem``.
+
+- ``"patch"`` (the default, timm's): :class:`swinjax.layers.PatchEmbed`, one convolution with
+  kernel = stride = patch size (``patch_embed/proj``), then LayerNorm (``patch_embed/norm``).
+- ``"conv"``: a convolutional stem (Xiao et al. 2021, "Early convolutions help transformers see
+  better"): 3x3 convolutions, each followed by a norm and an activation, the first
+  ``log2(patch)`` of them with stride 2 (per axis) so that the stem reaches the patch size, then
+  a 1x1 convolution to ``embed_dim`` and the same LayerNorm as the patch form. Its parameters are
+  ``patch_embed/conv_{i}``, ``patch_embed/conv_norm_{i}`` and ``patch_embed/conv_proj``: names
+  timm's Swin has not, so a conv-stem model never silently takes timm's ``proj`` weights.
+
+The paper's norm is BatchNorm; this stem uses LayerNorm over channels (as ConvNeXt's) with GELU,
+so that the model keeps no batch statistics: a train state holds parameters only, and every
+example's output is independent of the rest of its batch (populations, padded evaluation).
+``stem_channels`` sets the 3x3 convolutions' widths; () picks ``log2(max patch)`` stride-2
+convolutions widening to ``embed_dim`` plus one stride-1 (e.g. patch 4, embed 96: 24, 48, 96).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from swinjax.layers import PatchEmbed, layer_norm
+from swinjax.windows import Pair, to_pair
+
+STEMS = ("patch", "conv")
+
+
+def _halvings(p: int) -> int | None:
+    """log2(p) for a power of two, else None."""
+    return int(math.log2(p)) if p >= 1 and p & (p - 1) == 0 else None
+
+
+def layout(
+    patch_size: Pair, embed_dim: int, stem_channels: Sequence[int]
+) -> tuple[tuple[int, Pair], ...]:
+    """``(channels, strides)`` of each 3x3 convolution of the conv stem; ValueError naming the
+    field where the patch size is not a power of two or ``stem_channels`` is too short."""
+    halvings = [_halvings(p) for p in patch_size]
+    if None in halvings:
+        raise ValueError(
+            f"stem='conv' reaches the patch size by stride-2 convolutions: patch_size "
+            f"{tuple(patch_size)} must be powers of two; use stem='patch'"
+        )
+    n = max(halvings)
+    channels = tuple(int(c) for c in stem_channels) or tuple(
+        max(embed_dim // 2 ** (n - i), 8) for i in range(n + 1)
+    )
+    if len(channels) < n or min(channels, default=1) < 1:
+        raise ValueError(
+            f"stem_channels {tuple(stem_channels)}: patch_size {tuple(patch_size)} needs at "
+            f"least {n} convolutions (widths >= 1), the first {n} with stride 2"
+        )
+    strides = [(1 + (i < halvings[0]), 1 + (i < halvings[1])) for i in range(len(channels))]
+    return tuple(zip(channels, strides, strict=True))
+
+
+def check(stem: str, stem_channels: Sequence[int], patch_size: Pair, embed_dim: int) -> None:
+    """ValueError naming the field for a stem that cannot be built."""
+    if stem not in STEMS:
+        raise ValueError(f"stem {stem!r} is not one of {STEMS}")
+    if stem == "patch" and tuple(stem_channels):
+        raise ValueError(f"stem_channels {tuple(stem_channels)} is set but stem='patch'")
+    if stem == "conv":
+        layout(patch_size, embed_dim, stem_channels)
+
+
+class ConvStem(nn.Module):
+    """(B, H, W, in_chans) -> (B, H/p, W/p, embed_dim) by 3x3 convolutions (module docstring)."""
+
+    patch_size: Pair
+    embed_dim: int
+    stem_channels: tuple[int, ...] = ()
+    norm: bool = True
+    weight_init: str = "timm"
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BHWC: jnp.ndarray) -> jnp.ndarray:
+        keras = self.weight_init == "keras"
+        conv_init = nn.initializers.glorot_uniform() if keras else nn.initializers.he_normal()
+        for i, (channels, strides) in enumerate(
+            layout(self.patch_size, self.embed_dim, self.stem_channels)
+        ):
+            x_BHWC = nn.Conv(
+                channels,
+                (3, 3),
+                strides=strides,
+                padding=((1, 1), (1, 1)),
+                use_bias=False,  # the norm's bias follows
+                kernel_init=conv_init,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name=f"conv_{i}",
+            )(x_BHWC)
+            x_BHWC = layer_norm(f"conv_norm_{i}", self.dtype, self.param_dtype)(x_BHWC)
+            x_BHWC = nn.gelu(x_BHWC, approximate=False)
+        x_BHWC = nn.Conv(
+            self.embed_dim,
+            (1, 1),
+            kernel_init=nn.initializers.glorot_uniform()
+            if keras
+            else nn.initializers.lecun_normal(),
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="conv_proj",
+        )(x_BHWC)
+        if self.norm:
+            x_BHWC = layer_norm("norm", self.dtype, self.param_dtype)(x_BHWC)
+        return x_BHWC
+
+
+def patch_embed(model: Any) -> nn.Module:
+    """The patch embedding ``model`` (a ``SwinTransformer``) asks for, named ``patch_embed``;
+    call it inside the model's compact ``__call__``."""
+    patch = to_pair(model.patch_size)
+    common = dict(
+        norm=model.patch_norm,
+        weight_init=model.weight_init,
+        dtype=model.dtype,
+        param_dtype=model.param_dtype,
+        name="patch_embed",
+    )
+    if model.stem == "conv":
+        channels = tuple(int(c) for c in model.stem_channels)
+        return ConvStem(patch, model.embed_dim, channels, **common)
+    return PatchEmbed(patch, model.embed_dim, **common)
