@@ -64,8 +64,8 @@ class SwinTransformer(nn.Module):
     None: ``drop_rate``), ``merge_norm`` (LayerNorm in patch merging), ``final_norm``,
     ``drop_path_mode`` ("sample" per-sample stochastic depth, "element" element-wise dropout as
     the Keras example), ``drop_path_schedule`` ("linear" or "constant"), ``weight_init``
-    ("timm" or "keras" initializers), ``stem`` and ``stem_channels`` (the patch embedding:
-    :mod:`swinjax.stem`), ``dtype`` (compute) and ``param_dtype``.
+    ("timm" or "keras" initializers), ``stem``, ``stem_channels`` and ``stem_strides`` (the
+    patch embedding: :mod:`swinjax.stem`), ``dtype`` (compute) and ``param_dtype``.
 
     How it is computed, never what (the parameters and dropout masks are the same for every
     setting): ``kernels`` ("auto", "reference" or "cpu", :mod:`swinjax.kernels`; "auto" is
@@ -96,6 +96,7 @@ class SwinTransformer(nn.Module):
     weight_init: str = "timm"
     stem: str = "patch"  # "conv": 3x3 convolutions instead (swinjax.stem; not timm's)
     stem_channels: tuple[int, ...] = ()  # stem="conv": their widths; (): derived
+    stem_strides: tuple[int, ...] = ()  # stem="conv": their strides; (): stride-2 ones first
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     kernels: str = "auto"
@@ -147,7 +148,7 @@ class SwinTransformer(nn.Module):
             self.weight_init in WEIGHT_INITS,
             f"weight_init {self.weight_init!r} is not one of {WEIGHT_INITS}",
         )
-        stems.check(self.stem, self.stem_channels, patch, self.embed_dim)
+        stems.check(self.stem, self.stem_channels, patch, self.embed_dim, self.stem_strides)
 
         return img, patch
 
@@ -370,7 +371,7 @@ def create_model(name: str, **overrides: Any) -> SwinTransformer:
             f"unknown SwinTransformer field(s) {unknown}; {hint}valid: {sorted(fields)}"
         )
     kwargs = {**PRESETS[name], **overrides}
-    for key in ("depths", "num_heads", "stem_channels"):
+    for key in ("depths", "num_heads", "stem_channels", "stem_strides"):
         if key in kwargs:
             kwargs[key] = tuple(int(v) for v in kwargs[key])
     for key in ("img_size", "patch_size", "window_size"):

@@ -14,6 +14,9 @@ so that the model keeps no batch statistics: a train state holds parameters only
 example's output is independent of the rest of its batch (populations, padded evaluation).
 ``stem_channels`` sets the 3x3 convolutions' widths; () picks ``log2(max patch)`` stride-2
 convolutions widening to ``embed_dim`` plus one stride-1 (e.g. patch 4, embed 96: 24, 48, 96).
+``stem_strides`` sets each convolution's stride (1 or 2, both axes; their product is the patch
+size); () puts the stride-2 convolutions first (cheapest). On small images a stride-1
+convolution at full resolution first (e.g. ``(1, 2, 1)`` for patch 2) sees finer detail.
 """
 
 from __future__ import annotations
@@ -37,10 +40,11 @@ def _halvings(p: int) -> int | None:
 
 
 def layout(
-    patch_size: Pair, embed_dim: int, stem_channels: Sequence[int]
+    patch_size: Pair, embed_dim: int, stem_channels: Sequence[int], stem_strides: Sequence[int] = ()
 ) -> tuple[tuple[int, Pair], ...]:
     """``(channels, strides)`` of each 3x3 convolution of the conv stem; ValueError naming the
-    field where the patch size is not a power of two or ``stem_channels`` is too short."""
+    field where the patch size is not a power of two, ``stem_channels`` is too short or
+    ``stem_strides`` does not reach the patch size."""
     halvings = [_halvings(p) for p in patch_size]
     if None in halvings:
         raise ValueError(
@@ -56,18 +60,50 @@ def layout(
             f"stem_channels {tuple(stem_channels)}: patch_size {tuple(patch_size)} needs at "
             f"least {n} convolutions (widths >= 1), the first {n} with stride 2"
         )
-    strides = [(1 + (i < halvings[0]), 1 + (i < halvings[1])) for i in range(len(channels))]
+    if tuple(stem_strides):
+        strides = _explicit_strides(patch_size, channels, stem_strides)
+    else:
+        strides = [(1 + (i < halvings[0]), 1 + (i < halvings[1])) for i in range(len(channels))]
     return tuple(zip(channels, strides, strict=True))
 
 
-def check(stem: str, stem_channels: Sequence[int], patch_size: Pair, embed_dim: int) -> None:
+def _explicit_strides(
+    patch_size: Pair, channels: Sequence[int], stem_strides: Sequence[int]
+) -> list[Pair]:
+    """``stem_strides`` as per-axis pairs; ValueError unless there is one per convolution, each
+    1 or 2, multiplying to the (square) patch size."""
+    strides = tuple(int(s) for s in stem_strides)
+    if (
+        len(strides) != len(channels)
+        or not set(strides) <= {1, 2}
+        or patch_size[0] != patch_size[1]
+        or math.prod(strides) != patch_size[0]
+    ):
+        raise ValueError(
+            f"stem_strides {strides}: give one stride (1 or 2) per 3x3 convolution "
+            f"(stem_channels {tuple(channels)}) whose product is the square patch size "
+            f"{tuple(patch_size)}; or () for the stride-2 convolutions first"
+        )
+    return [(s, s) for s in strides]
+
+
+def check(
+    stem: str,
+    stem_channels: Sequence[int],
+    patch_size: Pair,
+    embed_dim: int,
+    stem_strides: Sequence[int] = (),
+) -> None:
     """ValueError naming the field for a stem that cannot be built."""
     if stem not in STEMS:
         raise ValueError(f"stem {stem!r} is not one of {STEMS}")
-    if stem == "patch" and tuple(stem_channels):
-        raise ValueError(f"stem_channels {tuple(stem_channels)} is set but stem='patch'")
+    if stem == "patch" and (tuple(stem_channels) or tuple(stem_strides)):
+        raise ValueError(
+            f"stem_channels {tuple(stem_channels)} / stem_strides {tuple(stem_strides)} "
+            "are set but stem='patch'"
+        )
     if stem == "conv":
-        layout(patch_size, embed_dim, stem_channels)
+        layout(patch_size, embed_dim, stem_channels, stem_strides)
 
 
 class ConvStem(nn.Module):
@@ -76,6 +112,7 @@ class ConvStem(nn.Module):
     patch_size: Pair
     embed_dim: int
     stem_channels: tuple[int, ...] = ()
+    stem_strides: tuple[int, ...] = ()
     norm: bool = True
     weight_init: str = "timm"
     dtype: Any = jnp.float32
@@ -86,7 +123,7 @@ class ConvStem(nn.Module):
         keras = self.weight_init == "keras"
         conv_init = nn.initializers.glorot_uniform() if keras else nn.initializers.he_normal()
         for i, (channels, strides) in enumerate(
-            layout(self.patch_size, self.embed_dim, self.stem_channels)
+            layout(self.patch_size, self.embed_dim, self.stem_channels, self.stem_strides)
         ):
             x_BHWC = nn.Conv(
                 channels,
@@ -129,5 +166,6 @@ def patch_embed(model: Any) -> nn.Module:
     )
     if model.stem == "conv":
         channels = tuple(int(c) for c in model.stem_channels)
-        return ConvStem(patch, model.embed_dim, channels, **common)
+        strides = tuple(int(c) for c in model.stem_strides)
+        return ConvStem(patch, model.embed_dim, channels, strides, **common)
     return PatchEmbed(patch, model.embed_dim, **common)

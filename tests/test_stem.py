@@ -26,6 +26,12 @@ def test_layouts_reach_the_patch_size() -> None:
     assert stem.layout((2, 2), 48, ()) == ((24, (2, 2)), (48, (1, 1)))
     assert stem.layout((4, 2), 32, (16, 16, 32)) == ((16, (2, 2)), (16, (2, 1)), (32, (1, 1)))
     assert stem.layout((1, 1), 16, ()) == ((16, (1, 1)),)
+    # Explicit strides: a full-resolution convolution first.
+    assert stem.layout((2, 2), 48, (32, 48, 48), (1, 2, 1)) == (
+        (32, (1, 1)),
+        (48, (2, 2)),
+        (48, (1, 1)),
+    )
 
 
 def test_conv_stem_params_and_output() -> None:
@@ -62,9 +68,13 @@ def test_presets_keep_timms_patch_embedding() -> None:
     "fields, message",
     [
         (dict(stem="convs"), r"stem 'convs' is not one of \('patch', 'conv'\)"),
-        (dict(stem_channels=(8,)), r"stem_channels \(8,\) is set but stem='patch'"),
+        (dict(stem_channels=(8,)), r"stem_channels \(8,\) / stem_strides \(\) are set but"),
         (dict(stem="conv", patch_size=3, img_size=18, window_size=3),
          r"patch_size \(3, 3\) must be powers of two"),
+        (dict(stem="conv", patch_size=4, stem_channels=(8, 8), stem_strides=(2, 1)),
+         r"stem_strides \(2, 1\): give one stride"),
+        (dict(stem="conv", patch_size=4, stem_channels=(8, 8, 8), stem_strides=(2, 2)),
+         r"stem_strides \(2, 2\): give one stride"),
         (dict(stem="conv", patch_size=4, stem_channels=(8,)),
          r"patch_size \(4, 4\) needs at least 2 convolutions"),
     ],
