@@ -32,6 +32,7 @@ def get_config():
     kw = config.model_kwargs
     kw.patch_size, kw.stem_strides, kw.embed_dim = 2, (), 48
     kw.depths, kw.num_heads, kw.drop_path_rate = (2, 4), (2, 4), 0.05
+    config.crop_padding = 4
     config.sweep = default_sweep_config()
     config.sweep.mode = "grid"
     config.sweep.grid = {
