@@ -58,7 +58,7 @@ def layout(
     if len(channels) < n or min(channels, default=1) < 1:
         raise ValueError(
             f"stem_channels {tuple(stem_channels)}: patch_size {tuple(patch_size)} needs at "
-            f"least {n} convolutions (widths >= 1), the first {n} with stride 2"
+            f"least {n} convolutions (widths >= 1), {n} of them with stride 2"
         )
     if tuple(stem_strides):
         strides = _explicit_strides(patch_size, channels, stem_strides)
