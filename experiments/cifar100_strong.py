@@ -13,7 +13,8 @@ random erasing 0.25, an automatic augmentation policy (TrivialAugment here, Muel
 2021, in place of DeiT's RandAugment 9/0.5: no magnitude to tune), and an EMA of the weights;
 batch 128 at learning rate 1e-3 (DeiT's 5e-4 x 512 / 512 scaled to the batch with the square
 root rule), 200 epochs with 10 of warmup (Lee et al. train 100; Hassani et al. 2021, "Escaping
-the Big Data Paradigm with Compact Transformers", 300), flip test-time augmentation.
+the Big Data Paradigm with Compact Transformers", 300), test-time augmentation by flips and
+1-pixel moves (Jordan 2024, airbench).
 
 Not run here: the development machine is a 2-core CPU without CIFAR-100; at its speed this
 recipe would take about 11 days. No result is claimed for it.
@@ -47,4 +48,5 @@ def get_config():
     config.erase_prob = 0.25
     config.ema_decay = 0.9998
     config.eval_tta = True
+    config.eval_tta_shift = 1  # and both moved by 1 pixel (airbench's test-time views)
     return config

@@ -96,6 +96,7 @@ KEYS: dict[str, tuple[Any, str, str]] = {
     "erase_prob": (0.0, RUN, "> 0: random erasing per image (timm's 'pixel' mode); 0: off"),
     "ema_decay": (0.0, RUN, "> 0: EMA of the params (bias-corrected), validated beside them"),
     "eval_tta": (False, RUN, "True: validation and test average image and mirror softmaxes"),
+    "eval_tta_shift": (0, RUN, "> 0, with eval_tta: also both moved by +-this many pixels"),
     # ------------------------------------------------------------------------ run length
     "num_epochs": (40, LENGTH, "epochs; the schedule spans them (re-planned if it changes)"),
     "max_steps": (0, LENGTH, "> 0: stop after this many steps in all (smoke runs)"),

@@ -4,11 +4,12 @@ PATH is a training workdir (its latest checkpoint, or with ``--best`` the best b
 top-1, of the parameters or of their EMA, whichever is higher) or one checkpoint step
 (``WORKDIR/checkpoints/STEP``). The config saved in the workdir rebuilds the model, so nothing
 else is needed. The last line printed is one JSON object with ``loss``, ``top1``, ``top5``,
-``num_examples``, ``step``, ``split`` and ``tta``, plus ``ema_loss``, ``ema_top1`` and
-``ema_top5`` for a run that keeps an EMA of its parameters (``ema_decay`` > 0). ``--tta``:
-flip test-time augmentation (the average of the softmax of each image and its mirror). A bad
-path or a checkpoint that does not match exits with status 2 and a message saying what is
-wrong.
+``num_examples``, ``step``, ``split``, ``tta`` and ``tta_shift``, plus ``ema_loss``,
+``ema_top1`` and ``ema_top5`` for a run that keeps an EMA of its parameters (``ema_decay``
+> 0). ``--tta``: flip test-time augmentation (the average of the softmax of each image and
+its mirror), with ``--tta_shift N`` (default: the run's ``eval_tta_shift``) also both moved
+by +-N pixels. A bad path or a checkpoint that does not match exits with status 2 and a
+message saying what is wrong.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ def run(
     best: bool = False,
     batch_size: int = 0,
     tta: bool = False,
+    tta_shift: int = -1,
 ) -> dict:
     """Restores the checkpoint and evaluates it on ``split_name``; returns the JSON record."""
-    from swinjax import data, evaluation, steps
+    from swinjax import data, evaluation, recipe, steps
     from swinjax.config import build_model
 
     workdir, step = checkpoint.resolve(Path(ckpt))
@@ -69,10 +71,15 @@ def run(
                 f"{workdir / checkpoint.CONFIG_FILE}: {type(e).__name__}: {str(e)[:400]}"
             ) from e
     state, _ = restored
+    shift = (recipe.tta(config)[1] if tta_shift < 0 else tta_shift) if tta else 0
     metrics = evaluation.evaluate_with_ema(
-        state, split, batch_size or config.eval_batch_size or config.batch_size, tta=tta
+        state,
+        split,
+        batch_size or config.eval_batch_size or config.batch_size,
+        tta=tta,
+        tta_shift=shift,
     )
-    return {**metrics, "step": int(state.step), "split": split_name, "tta": tta}
+    return {**metrics, "step": int(state.step), "split": split_name, "tta": tta, "tta_shift": shift}
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -90,6 +97,12 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_bool(
         "tta", False, "flip test-time augmentation: average image and mirror", flag_values=fv
     )
+    flags.DEFINE_integer(
+        "tta_shift",
+        -1,
+        "with --tta, also views moved by +-this many pixels; -1: the run's eval_tta_shift",
+        flag_values=fv,
+    )
     flags.DEFINE_integer("batch_size", 0, "0: the config's eval batch size", flag_values=fv)
 
 
@@ -100,7 +113,7 @@ def main(argv: list[str]) -> int:
 
 
 def _work(fv: flags.FlagValues) -> dict:
-    return run(fv.ckpt, fv.split, fv.data_dir, fv.best, fv.batch_size, fv.tta)
+    return run(fv.ckpt, fv.split, fv.data_dir, fv.best, fv.batch_size, fv.tta, fv.tta_shift)
 
 
 if __name__ == "__main__":

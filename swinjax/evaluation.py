@@ -17,11 +17,16 @@ from swinjax import data, parallel, population, steps
 
 
 def evaluate(
-    state: Any, split: data.Split, batch_size: int, mesh: Mesh | None = None, tta: bool = False
+    state: Any,
+    split: data.Split,
+    batch_size: int,
+    mesh: Mesh | None = None,
+    tta: bool = False,
+    tta_shift: int = 0,
 ) -> dict[str, float] | list[dict[str, float]]:
     """Mean ``loss``, ``top1`` and ``top5`` over all of ``split``, plus ``num_examples``; for a
-    population, a list of such dicts, one per member. ``tta``: flip test-time augmentation
-    (``steps.flip_tta_scores``).
+    population, a list of such dicts, one per member. ``tta``: flip test-time augmentation, with
+    translated views where ``tta_shift`` > 0 (``steps.tta_views``).
 
     Data parallel over ``mesh`` (default: every device): the state is replicated, each batch
     split across the devices, ``batch_size`` rounded up to a multiple of the device count (the
@@ -36,7 +41,7 @@ def evaluate(
     )
     totals = None
     for batch in data.prefetch_to_device(batches, size=2, sharding=parallel.batch_sharding(mesh)):
-        sums = steps.eval_step(state, batch, tta=tta)
+        sums = steps.eval_step(state, batch, tta=tta, tta_shift=tta_shift)
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     if totals is None:
         raise ValueError(f"split {split.name!r} is empty; nothing to evaluate")
@@ -48,15 +53,20 @@ def evaluate(
 
 
 def evaluate_with_ema(
-    state: Any, split: data.Split, batch_size: int, mesh: Mesh | None = None, tta: bool = False
+    state: Any,
+    split: data.Split,
+    batch_size: int,
+    mesh: Mesh | None = None,
+    tta: bool = False,
+    tta_shift: int = 0,
 ) -> dict[str, float] | list[dict[str, float]]:
     """:func:`evaluate` of the parameters and, where the state keeps an EMA of them
     (``state.ema_params``), of the EMA too: ``ema_loss``, ``ema_top1``, ``ema_top5`` beside
     ``loss``, ``top1``, ``top5``."""
-    raw = evaluate(state, split, batch_size, mesh, tta)
+    raw = evaluate(state, split, batch_size, mesh, tta, tta_shift)
     if state.ema_params is None:
         return raw
-    ema = evaluate(state.replace(params=state.ema_params), split, batch_size, mesh, tta)
+    ema = evaluate(state.replace(params=state.ema_params), split, batch_size, mesh, tta, tta_shift)
 
     def merged(r: dict[str, float], e: dict[str, float]) -> dict[str, float]:
         return {**r, **{f"ema_{k}": v for k, v in e.items() if k != "num_examples"}}

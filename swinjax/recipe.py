@@ -40,10 +40,11 @@ RECIPE_KEYS = (
     "erase_prob",
     "ema_decay",
     "eval_tta",
+    "eval_tta_shift",
 )
 # What a missing key means (a config saved before the key existed): the tool is off.
 _OFF = {"augment_policy": "", "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "erase_prob": 0.0}
-_OFF.update(ema_decay=0.0, eval_tta=False)
+_OFF.update(ema_decay=0.0, eval_tta=False, eval_tta_shift=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +126,19 @@ def validate_recipe_config(c: Any) -> None:
         number("ema_decay", 0.0, 1.0, True, "0: off; e.g. 0.999 (about the last 1000 steps)")
     if not isinstance(_get(c, "eval_tta"), bool):
         raise ValueError(f"config.eval_tta={c.eval_tta!r}: must be True or False")
+    shift = _get(c, "eval_tta_shift")
+    if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
+        raise ValueError(f"config.eval_tta_shift={shift!r}: must be a whole number of pixels >= 0")
+    if shift and not _get(c, "eval_tta"):
+        raise ValueError(
+            f"config.eval_tta_shift={shift} moves the test-time views, but eval_tta is off; "
+            "set --config.eval_tta=True, or eval_tta_shift=0"
+        )
+
+
+def tta(config: Any) -> tuple[bool, int]:
+    """``(eval_tta, eval_tta_shift)`` of ``config`` (off where a saved config lacks them)."""
+    return bool(_get(config, "eval_tta")), int(_get(config, "eval_tta_shift"))
 
 
 def ema_update(ema: Any, params: Any, count: jax.Array, decay: jax.Array) -> Any:

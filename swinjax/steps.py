@@ -312,16 +312,22 @@ def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainSta
 
 
 def _one_eval_step(
-    state: TrainState, batch: dict[str, jax.Array], tta: bool = False
+    state: TrainState, batch: dict[str, jax.Array], tta: bool = False, tta_shift: int = 0
 ) -> dict[str, jax.Array]:
     """SUMS over the real rows (``mask`` = 1; no mask: all rows) of ``loss`` (with the training
     label smoothing, as Keras reports it), ``top1``, ``top5``, and their ``count``: add them up
     over batches and divide once, exact whatever the padding. ``tta``: scored on the average of
-    the softmax of each image and of its mirror (:func:`flip_tta_scores`)."""
+    the softmaxes of the views :func:`tta_views` makes (:func:`tta_scores`)."""
     x = _inputs(state, batch["image"])
-    logits = state.model.apply({"params": state.params}, x)
     if tta:
-        logits = flip_tta_scores(logits, state.model.apply({"params": state.params}, x[:, :, ::-1]))
+        views_VBHWC = tta_views(x, tta_shift)
+        V, B = views_VBHWC.shape[:2]  # every image is scored on its own: one batch of V * B
+        logits = state.model.apply(
+            {"params": state.params}, views_VBHWC.reshape(V * B, *x.shape[1:])
+        )
+        logits = tta_scores(logits.reshape(V, B, -1))
+    else:
+        logits = state.model.apply({"params": state.params}, x)
     labels = batch["label"]
     mask = batch.get("mask", jnp.ones(labels.shape, jnp.float32)).astype(jnp.float32)
     real = mask > 0
@@ -337,23 +343,44 @@ def _one_eval_step(
     }
 
 
-def flip_tta_scores(logits_BK: jax.Array, mirrored_logits_BK: jax.Array) -> jax.Array:
-    """Flip test-time augmentation: ``log((softmax(a) + softmax(b)) / 2)``, the log of the two
-    views' average probabilities. Used as logits, its softmax IS that average, so the loss is
-    the log-loss of the averaged prediction and top-k ranks by it. Probabilities rather than
-    logits are averaged: the two views are an ensemble of two predictions, and a view that is
-    confidently wrong cannot outvote a confident right one by its logit scale alone."""
-    both = jnp.stack([jax.nn.log_softmax(logits_BK), jax.nn.log_softmax(mirrored_logits_BK)])
-    return jax.nn.logsumexp(both, axis=0) - jnp.log(2.0)
+def tta_views(x_BHWC: jax.Array, shift: int = 0) -> jax.Array:
+    """The test-time views of a batch, ``(V, B, H, W, C)``: the images and their mirrors; with
+    ``shift`` > 0 also each of the two moved by ``(shift, shift)`` and ``(-shift, -shift)``
+    pixels (reflect padding), six views in all: airbench's flip-and-translate test-time
+    augmentation (Jordan 2024, "94% on CIFAR-10 in 3.29 seconds on a single GPU")."""
+    H, W = x_BHWC.shape[1:3]
+    if not 0 <= shift < min(H, W):
+        raise ValueError(f"tta shift {shift}: must be >= 0 and below the image size {H}x{W}")
+    mirrored = x_BHWC[:, :, ::-1]
+    views = [x_BHWC, mirrored]
+    if shift:
+        s = int(shift)
+        for image in (x_BHWC, mirrored):
+            padded = jnp.pad(image, ((0, 0), (s, s), (s, s), (0, 0)), mode="reflect")
+            views.append(padded[:, 2 * s : 2 * s + H, 2 * s : 2 * s + W])  # moved by (-s, -s)
+            views.append(padded[:, :H, :W])  # moved by (+s, +s)
+    return jnp.stack(views)
 
 
-@functools.partial(jax.jit, static_argnames="tta")
-def eval_step(state: TrainState, batch: dict[str, jax.Array], tta: bool = False) -> dict:
+def tta_scores(logits_VBK: jax.Array) -> jax.Array:
+    """Test-time augmentation's scores: ``log(mean_v softmax(logits_v))``, the log of the views'
+    average probabilities. Used as logits, its softmax IS that average, so the loss is the
+    log-loss of the averaged prediction and top-k ranks by it. Probabilities rather than logits
+    are averaged: the views are an ensemble of predictions, and a view that is confidently
+    wrong cannot outvote confident right ones by its logit scale alone."""
+    views = logits_VBK.shape[0]
+    return jax.nn.logsumexp(jax.nn.log_softmax(logits_VBK), axis=0) - jnp.log(float(views))
+
+
+@functools.partial(jax.jit, static_argnames=("tta", "tta_shift"))
+def eval_step(
+    state: TrainState, batch: dict[str, jax.Array], tta: bool = False, tta_shift: int = 0
+) -> dict:
     """Sums over the batch's real rows (see :func:`_one_eval_step`); ``[P]`` for a population."""
+    one = functools.partial(_one_eval_step, tta=tta, tta_shift=tta_shift)
     if state.step.ndim:
-        one = functools.partial(_one_eval_step, tta=tta)
         return jax.vmap(one, in_axes=(0, None))(state, batch)
-    return _one_eval_step(state, batch, tta)
+    return one(state, batch)
 
 
 @jax.jit

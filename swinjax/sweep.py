@@ -34,7 +34,7 @@ import ml_collections
 from absl import flags, logging
 from tqdm import tqdm
 
-from swinjax import cli, data, evaluation, loop, parallel, plots, population, search, steps
+from swinjax import cli, data, evaluation, loop, parallel, plots, population, recipe, search, steps
 from swinjax import config as config_lib
 
 RESULTS_FILE = "results.jsonl"
@@ -116,8 +116,10 @@ def train_points(
     def end_epoch(state: Any, pos: loop.Position) -> bool:
         if meter.all_diverged:
             return True
-        tta = bool(config.get("eval_tta", False))
-        scores = evaluation.evaluate_with_ema(state, val_split, eval_batch, mesh, tta=tta)
+        tta, shift = recipe.tta(config)
+        scores = evaluation.evaluate_with_ema(
+            state, val_split, eval_batch, mesh, tta=tta, tta_shift=shift
+        )
         scores = scores if isinstance(scores, list) else [scores]
         for i, (m, val) in enumerate(zip(members, scores, strict=True)):
             m.end_epoch(pos.epoch, pos.step, meter.means(i), val, meter.diverged_at[i])

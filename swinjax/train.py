@@ -30,7 +30,7 @@ import ml_collections
 from absl import flags
 from tqdm import tqdm
 
-from swinjax import checkpoint, cli, data, evaluation, loop, parallel, plots, steps, writers
+from swinjax import checkpoint, cli, data, evaluation, loop, parallel, plots, recipe, steps, writers
 from swinjax import config as config_lib
 
 
@@ -196,10 +196,10 @@ def _end_epoch(run: _Run, state: Any, pos: loop.Position, meter: loop.Meter, pro
 
 def _evaluate(run: _Run, state: Any, split: str) -> dict[str, float]:
     """``split`` scored with the parameters and, where there is one, their EMA (``ema_*``),
-    with flip test-time augmentation where ``config.eval_tta``."""
-    tta = bool(run.config.get("eval_tta", False))
+    with test-time augmentation where ``config.eval_tta`` (translated views: ``eval_tta_shift``)."""
+    tta, shift = recipe.tta(run.config)
     return evaluation.evaluate_with_ema(
-        state, run.splits[split], run.eval_batch_size, run.mesh, tta=tta
+        state, run.splits[split], run.eval_batch_size, run.mesh, tta=tta, tta_shift=shift
     )
 
 

@@ -170,25 +170,44 @@ def test_population_sweeps_need_the_same_tools_on() -> None:
         search.validate_sweep(*search.split_config(config))
 
 
-# ---------------------------------------------------------------------------- flip TTA
+# ---------------------------------------------------------------------------- TTA
 
 
-def test_flip_tta_averages_the_two_softmaxes() -> None:
-    a = jax.random.normal(jax.random.key(0), (5, 7)) * 3
-    b = jax.random.normal(jax.random.key(1), (5, 7)) * 3
-    scores = steps.flip_tta_scores(a, b)
-    want = (jax.nn.softmax(a) + jax.nn.softmax(b)) / 2
+def test_tta_scores_average_the_views_softmaxes() -> None:
+    logits_VBK = jax.random.normal(jax.random.key(0), (3, 5, 7)) * 3
+    scores = steps.tta_scores(logits_VBK)
+    want = jnp.mean(jax.nn.softmax(logits_VBK), axis=0)
     np.testing.assert_allclose(jax.nn.softmax(scores), want, rtol=1e-5)
     np.testing.assert_allclose(jnp.exp(scores), want, rtol=1e-5)
 
 
-def test_eval_step_tta_scores_image_and_mirror() -> None:
+def test_tta_views_are_image_mirror_and_their_moves() -> None:
+    x = jax.random.normal(jax.random.key(2), (2, 6, 5, 3))
+    flip = x[:, :, ::-1]
+    np.testing.assert_array_equal(steps.tta_views(x), jnp.stack([x, flip]))
+    views = steps.tta_views(x, 2)
+    assert views.shape == (6, 2, 6, 5, 3)
+    for k, image in ((2, x), (4, flip)):
+        # moved by (-2, -2): pixel (i, j) shows (i + 2, j + 2); by (+2, +2): (i - 2, j - 2)
+        np.testing.assert_array_equal(views[k][:, :4, :3], image[:, 2:, 2:])
+        np.testing.assert_array_equal(views[k + 1][:, 2:, 2:], image[:, :4, :3])
+        # the edges are mirrored (reflect padding): row -1 is row 1
+        np.testing.assert_array_equal(views[k + 1][:, 1, 2:], image[:, 1, :3])
+    with pytest.raises(ValueError, match="tta shift 5: must be >= 0 and below the image size"):
+        steps.tta_views(x, 5)
+
+
+@pytest.mark.parametrize("shift", [0, 1])
+def test_eval_step_tta_scores_the_views(shift) -> None:
     state = steps.create_train_state(make_tiny_config(), MODEL, steps_per_epoch=4)
     batch = _batch()
-    got = steps.eval_step(state, batch, tta=True)
-    logits = steps.predict(state, batch["image"])
-    mirrored = steps.predict(state, batch["image"][:, :, ::-1])
-    scores = steps.flip_tta_scores(logits, mirrored)
+    got = steps.eval_step(state, batch, tta=True, tta_shift=shift)
+    x = steps._inputs(state, batch["image"])
+    logits_VBK = jnp.stack(
+        [state.model.apply({"params": state.params}, v) for v in steps.tta_views(x, shift)]
+    )
+    assert logits_VBK.shape[0] == (6 if shift else 2)
+    scores = steps.tta_scores(logits_VBK)
     labels = batch["label"]
     np.testing.assert_allclose(
         got["loss"], steps.cross_entropy(scores, labels, 0.1).sum(), rtol=1e-5
@@ -196,7 +215,7 @@ def test_eval_step_tta_scores_image_and_mirror() -> None:
     np.testing.assert_allclose(got["top1"], steps.topk_correct(scores, labels, 1).sum())
     plain = steps.eval_step(state, batch)
     np.testing.assert_allclose(
-        plain["loss"], steps.cross_entropy(logits, labels, 0.1).sum(), rtol=1e-5
+        plain["loss"], steps.cross_entropy(logits_VBK[0], labels, 0.1).sum(), rtol=1e-5
     )
     assert float(plain["loss"]) != float(got["loss"])
 
@@ -262,6 +281,8 @@ def test_schedule_values_do_not_recompile(schedule) -> None:
         ({"erase_prob": 2.0}, "config.erase_prob=2.0"),
         ({"ema_decay": 1.0}, r"config.ema_decay=1.0: must be a number in \[0.0, 1.0\)"),
         ({"schedule": "cosine"}, "config.schedule='cosine': must be one of"),
+        ({"eval_tta": True, "eval_tta_shift": -1}, "config.eval_tta_shift=-1: must be a whole"),
+        ({"eval_tta_shift": 1}, "eval_tta is off; set --config.eval_tta=True"),
     ],
 )  # fmt: skip
 def test_bad_recipe_keys_fail_naming_the_key(overrides, message) -> None:

@@ -115,6 +115,7 @@ def test_resume_with_recipe_tools_equals_uninterrupted(tmp_path, capsys) -> None
     assert eval_cli.main(argv) == 0
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["tta"] is True and record["step"] == ckpt.best_step()
+    assert record["tta_shift"] == 0  # the run's eval_tta_shift
     chosen = next(e for e in epochs if e["step"] == record["step"])
     for key in ("loss", "top1", "top5", "ema_loss", "ema_top1", "ema_top5"):
         assert record[key] == pytest.approx(chosen[f"val_{key}"], rel=1e-6), key
