@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import types
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +18,7 @@ import optax
 import pytest
 
 from swinjax import augment, optim, param_groups, recipe, search, steps
-from swinjax.config import validate_config
+from swinjax.config import build_model, validate_config
 from swinjax.model import create_model
 from tests.conftest import REPO, make_tiny_config
 
@@ -179,6 +180,15 @@ def test_tta_scores_average_the_views_softmaxes() -> None:
     want = jnp.mean(jax.nn.softmax(logits_VBK), axis=0)
     np.testing.assert_allclose(jax.nn.softmax(scores), want, rtol=1e-5)
     np.testing.assert_allclose(jnp.exp(scores), want, rtol=1e-5)
+
+
+def test_tta_shift_beyond_the_image_fails_before_compiling() -> None:
+    config = make_tiny_config(eval_tta=True, eval_tta_shift=16)
+    split = types.SimpleNamespace(image_shape=(16, 16, 3), num_classes=10)
+    with pytest.raises(ValueError, match="config.eval_tta_shift=16: the test-time views must"):
+        build_model(config, split)
+    config.eval_tta_shift = 15
+    assert build_model(config, split).img_size == (16, 16)
 
 
 def test_tta_views_are_image_mirror_and_their_moves() -> None:
