@@ -219,12 +219,7 @@ def build_model(config: ml_collections.ConfigDict, split: Any) -> SwinTransforme
     """The configured preset, fitted to the dataset's image shape and number of classes;
     ValueError (before anything compiles) for test-time views moved off the image."""
     h, w, c = split.image_shape
-    shift = config.get("eval_tta_shift", 0)
-    if shift >= min(h, w):
-        raise ValueError(
-            f"config.eval_tta_shift={shift}: the test-time views must move by less than the "
-            f"images' size {h}x{w}; e.g. 1 or 2 pixels for CIFAR"
-        )
+    recipe.validate_for_images(config, (h, w))
     overrides = model_overrides(config)
     overrides.setdefault("num_classes", split.num_classes)
     overrides.setdefault("img_size", (h, w))

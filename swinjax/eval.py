@@ -71,7 +71,9 @@ def run(
                 f"{workdir / checkpoint.CONFIG_FILE}: {type(e).__name__}: {str(e)[:400]}"
             ) from e
     state, _ = restored
-    shift = (recipe.tta(config)[1] if tta_shift < 0 else tta_shift) if tta else 0
+    shift = 0  # the views' move: the flag's, or where it is -1 the run's eval_tta_shift
+    if tta:
+        shift = recipe.tta(config)[1] if tta_shift < 0 else tta_shift
     metrics = evaluation.evaluate_with_ema(
         state,
         split,

@@ -136,6 +136,18 @@ def validate_recipe_config(c: Any) -> None:
         )
 
 
+def validate_for_images(config: Any, image_hw: tuple[int, int]) -> None:
+    """ValueError where the recipe does not fit images of ``image_hw``: test-time views moved
+    by ``eval_tta_shift`` pixels must stay inside the image (``steps.tta_views``)."""
+    shift = tta(config)[1]
+    h, w = image_hw
+    if shift >= min(h, w):
+        raise ValueError(
+            f"config.eval_tta_shift={shift}: the test-time views must move by less than the "
+            f"images' size {h}x{w}; e.g. 1 or 2 pixels for CIFAR"
+        )
+
+
 def tta(config: Any) -> tuple[bool, int]:
     """``(eval_tta, eval_tta_shift)`` of ``config`` (off where a saved config lacks them)."""
     return bool(_get(config, "eval_tta")), int(_get(config, "eval_tta_shift"))
