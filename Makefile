@@ -27,7 +27,7 @@ lint: install
 	$(VENV)/bin/ruff format --check swinjax tests experiments tools
 
 presets: install
-	$(PY) -m swinjax.model --list
+	$(PY) -m swinjax.presets
 
 train: install
 	$(PY) -m swinjax.train --config $(CONFIG) --workdir $(WORKDIR) $(ARGS)

@@ -11,7 +11,7 @@ the patch-4 model now in cifar_strong.py. To re-run it as it ran:
 (``../shared/datasets/tfds`` is the development machine's CIFAR-10 copy, train split only.)
 """
 
-from swinjax.search import default_sweep_config
+from swinjax.sweeps.space import default_sweep_config
 
 
 def get_config():

@@ -6,7 +6,7 @@ python -m swinjax.sweep --config experiments/sweep_demo.py --workdir workdirs/sw
 """
 
 from swinjax.config import base_config
-from swinjax.search import default_sweep_config
+from swinjax.sweeps.space import default_sweep_config
 
 
 def get_config():

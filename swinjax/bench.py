@@ -18,7 +18,7 @@ Measures, for the config's model and batch size:
   (activations kept for the backward pass: what ``remat`` reduces), on any backend;
 - on an accelerator the model FLOPs utilisation from XLA's cost analysis;
 - with ``--profile``, where a train step's time goes, by XLA op and by model module
-  (:mod:`swinjax.profile`).
+  (:mod:`swinjax.training.profiling`).
 
 The input pipeline reads the configured dataset; where it is not prepared (CIFAR-100 on an offline
 machine), a synthetic dataset of the same image shape and class count stands in, and the output
@@ -36,9 +36,13 @@ import jax
 import jax.numpy as jnp
 from absl import flags
 
-from swinjax import cli, data, evaluation, kernels, loop, parallel, steps
-from swinjax import profile as profiling
-from swinjax.config import build_model, model_overrides, validate_config
+from swinjax import cli, data
+from swinjax.config import build_model, input_size, model_overrides, validate_config
+from swinjax.data.batching import check_batch_size
+from swinjax.errors import DatasetNotFoundError
+from swinjax.models.layers import kernel_sets
+from swinjax.training import evaluation, loop, parallel, profiling, steps
+from swinjax.training.state import create_train_state
 
 # Dense bf16 peak FLOP/s by device kind (datasheets), for model FLOPs utilisation.
 PEAK_FLOPS = {
@@ -62,9 +66,9 @@ def _peak_flops(device: Any) -> float | None:
 
 def _train_split(config: Any) -> tuple[data.Split, str]:
     try:
-        return data.load_split(config, config.train_split), config.dataset
-    except data.DatasetNotFoundError:
-        from swinjax.model import create_model
+        return data.load_split(config, config.train_split, input_size(config)), config.dataset
+    except DatasetNotFoundError:
+        from swinjax.models import create_model
 
         model = create_model(config.model, **model_overrides(config))
         size = model.img_size if isinstance(model.img_size, int) else model.img_size[0]
@@ -84,7 +88,7 @@ def _val_split(config: Any, train: data.Split) -> data.Split:
     """The config's validation split; for a synthetic stand-in (or no validation split), the
     first 10% of the training split, the size the default 90/10 split would give."""
     if config.get("val_split") and not train.name.startswith(data.SYNTHETIC):
-        return data.load_split(config, config.val_split)
+        return data.load_split(config, config.val_split, input_size(config))
     n = max(1, train.num_examples // 10)
     return data.Split(
         train.images_EHWC[:n], train.labels_E[:n], f"{train.name}[:{n}]", train.num_classes
@@ -115,8 +119,8 @@ def run(
     bs = config.batch_size
     split, source = _train_split(config)
     mesh = parallel.make_mesh()  # data parallel over every device, as train.py runs
-    parallel.check_batch_size(bs, mesh.size)
-    state = steps.create_train_state(
+    check_batch_size(bs, mesh.size)
+    state = create_train_state(
         config, build_model(config, split), steps_per_epoch=max(1, split.steps_per_epoch(bs))
     )
     state = parallel.replicate(state, mesh)
@@ -139,7 +143,7 @@ def run(
         "config": config.model,
         "batch_size": bs,
         "dtype": config.dtype,
-        "kernels": kernels.resolve(state.model.kernels),
+        "kernels": kernel_sets.resolve(state.model.kernels),
         "remat": state.model.remat,
         "device": f"{device.platform}:{getattr(device, 'device_kind', '')} x{jax.device_count()}",
         "compile_s": round(compile_s, 3),
@@ -188,8 +192,9 @@ def _pipeline_and_loop(
     epoch_steps: int,
     step_s: float,
 ) -> tuple[Any, dict[str, float]]:
-    """The host pipeline alone; the training loop as ``swinjax.train`` runs it (swinjax.loop:
-    pipeline, prefetch, metrics one step late); one validation pass; an epoch from those."""
+    """The host pipeline alone; the training loop as ``swinjax.train`` runs it
+    (swinjax.training.loop: pipeline, prefetch, metrics one step late); one validation pass; an
+    epoch from those."""
     bs, sharding = config.batch_size, parallel.batch_sharding(mesh)
     steps_per_epoch = split.steps_per_epoch(bs)
     n_pipe = min(steps_per_epoch, max(n_steps * 5, 50))

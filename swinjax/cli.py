@@ -1,5 +1,5 @@
 """The one entry helper of every command-line program (``python -m swinjax.train`` / ``eval`` /
-``sweep`` / ``bench`` / ``model``).
+``sweep`` / ``bench`` / ``presets``).
 
 A program gives :func:`main` two functions: one defining its flags on a fresh
 ``absl.flags.FlagValues`` (never the process-wide ``FLAGS``, so programs can be called in-process
@@ -27,8 +27,12 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from swinjax import runtime
-from swinjax.checkpoint import CheckpointError
-from swinjax.pretrained import DownloadError, MissingDependencyError
+from swinjax.errors import (
+    CheckpointError,
+    DownloadError,
+    MissingDependencyError,
+    TrainingDivergedError,
+)
 
 # What a user can fix (the message says how): exit status 2.
 USER_ERRORS = (
@@ -86,7 +90,7 @@ def main(
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except FloatingPointError as e:
+    except TrainingDivergedError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
     if result is not None:

@@ -14,13 +14,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from pathlib import Path
 from typing import Any
 
 import ml_collections
 
-from swinjax import augment, optim, recipe
-from swinjax.model import PRESETS, SwinTransformer, create_model
+from swinjax import data
+from swinjax.augment import autoaugment, transforms
+from swinjax.data.preprocess import HostPreprocess
+from swinjax.errors import ConfigError
+from swinjax.models import PRESETS, SwinTransformer, create_model
+from swinjax.models.layers.windows import to_pair
+from swinjax.optim import param_groups
+from swinjax.optim.adamw import validate_optim_config
+from swinjax.optim.schedules import SCHEDULES
 
 # Roles. RUN: shapes what the run computes. LENGTH: how long it goes on. OUTPUT: what is logged,
 # written or shown, where data are read from, how evaluation is batched. EVAL: only the final
@@ -53,7 +62,7 @@ KEYS: dict[str, tuple[Any, str, str]] = {
     "synthetic_test_examples": (300, RUN, "dataset='synthetic': size of split 'test'"),
     "synthetic_seed": (0, RUN, "dataset='synthetic': its own seed (data fixed across seeds)"),
     # ------------------------------------------------------------------------------ model
-    "model": ("keras_example", RUN, "a preset of swinjax.model.PRESETS"),
+    "model": ("keras_example", RUN, "a preset of swinjax.models.PRESETS"),
     "model_kwargs": (
         {},
         RUN,
@@ -67,7 +76,7 @@ KEYS: dict[str, tuple[Any, str, str]] = {
     "weight_decay": (1e-4, RUN, "decoupled, multiplied by the learning rate (optax and Keras)"),
     "label_smoothing": (0.1, RUN, "targets one_hot * (1 - s) + s / K"),
     "seed": (0, RUN, "parameters, dropout, augmentation and data order"),
-    "schedule": ("constant", RUN, f"learning-rate schedule, one of {optim.SCHEDULES}"),
+    "schedule": ("constant", RUN, f"learning-rate schedule, one of {SCHEDULES}"),
     "warmup_epochs": (0.0, RUN, "warmup (one_cycle: the rise to the peak) over these epochs"),
     "min_lr": (0.0, RUN, "the learning rate a schedule's decay ends at (not 'constant')"),
     "grad_clip_norm": (0.0, RUN, "> 0: clip gradients to this global norm; 0: no clipping"),
@@ -85,7 +94,7 @@ KEYS: dict[str, tuple[Any, str, str]] = {
     "mean": ((), RUN, "per-channel mean on the [0, 1] scale; (): images scaled to [0, 1] only"),
     "std": ((), RUN, "per-channel std, with mean"),
     "normalize": ("", RUN, "'': mean/std as set; 'imagenet'; 'dataset': the dataset's stats"),
-    # ----------------------------------------- recipe tools (swinjax.recipe; all off by default)
+    # ----------------------------------- recipe tools (swinjax.training.recipe; all off by default)
     "augment_policy": ("", RUN, "after augment: 'randaugment', 'trivialaugment'; '': none"),
     "randaug_num_ops": (2, RUN, "randaugment: ops per image (N)"),
     "randaug_magnitude": (9.0, RUN, "randaugment: magnitude M on timm's 0..10 scale"),
@@ -115,6 +124,15 @@ RESUMABLE = frozenset(k for k, (_, role, _) in KEYS.items() if role != RUN)
 # Keys a sweep never reads, left out of a point's fingerprint (the run length is not: it changes
 # the result).
 SWEEP_IGNORED = frozenset(k for k, (_, role, _) in KEYS.items() if role in (OUTPUT, EVAL, LAUNCH))
+
+
+def describe_keys() -> str:
+    """Every key of :data:`KEYS` with its default and meaning, one line each: what a program's
+    ``--list_keys`` prints."""
+    width = max(map(len, KEYS))
+    return "\n".join(
+        f"{key:<{width}}  {default!r:<14}  {meaning}" for key, (default, _, meaning) in KEYS.items()
+    )
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -158,28 +176,28 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raises ValueError naming the key for anything that cannot run."""
     unknown = sorted(set(config) - set(KEYS) - {"sweep"})
     if unknown:
-        raise ValueError(f"config.{unknown[0]}: unknown key; start from base_config()")
+        raise ConfigError(f"config.{unknown[0]}: unknown key; start from base_config()")
     missing = sorted(set(KEYS) - set(config))
     if missing:
-        raise ValueError(f"config lacks {missing}; start from swinjax.config.base_config()")
+        raise ConfigError(f"config lacks {missing}; start from swinjax.config.base_config()")
     if config.model not in PRESETS:
-        raise ValueError(
+        raise ConfigError(
             f"config.model={config.model!r} is not a preset; choose one of {sorted(PRESETS)}"
         )
     for key in ("batch_size", "log_every_steps", "checkpoint_every_epochs", "keep_checkpoints"):
         if int(config[key]) < 1:
-            raise ValueError(f"config.{key} must be >= 1, got {config[key]}")
+            raise ConfigError(f"config.{key} must be >= 1, got {config[key]}")
     if config.max_steps < 0:
-        raise ValueError(f"config.max_steps must be >= 0 (0: no limit), got {config.max_steps}")
-    if config.augment not in augment.MODES:
-        raise ValueError(f"config.augment={config.augment!r} is not one of {augment.MODES}")
+        raise ConfigError(f"config.max_steps must be >= 0 (0: no limit), got {config.max_steps}")
+    if config.augment not in transforms.MODES:
+        raise ConfigError(f"config.augment={config.augment!r} is not one of {transforms.MODES}")
     if not isinstance(config.distributed, bool):
-        raise ValueError(f"config.distributed must be True or False, got {config.distributed!r}")
+        raise ConfigError(f"config.distributed must be True or False, got {config.distributed!r}")
     if config.dtype not in ("float32", "bfloat16", "float16"):
-        raise ValueError(f"config.dtype={config.dtype!r}: use float32 or bfloat16")
-    optim.validate_optim_config(config)
-    recipe.validate_recipe_config(config)
-    augment.normalization(config.normalize, config.dataset, config.mean, config.std)
+        raise ConfigError(f"config.dtype={config.dtype!r}: use float32 or bfloat16")
+    validate_optim_config(config)
+    _validate_recipe_keys(config)
+    transforms.normalization(config.normalize, config.dataset, config.mean, config.std)
     _validate_data_keys(config)
     _validate_finetune_keys(config)
     # Construct the model with dummy data shapes: every architecture error surfaces now.
@@ -187,30 +205,26 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def _validate_finetune_keys(config: ml_collections.ConfigDict) -> None:
-    from swinjax import data, param_groups
-
     data.parse_classes(config.classes)
     param_groups.parse_freeze(config.freeze)
     if config.init_head not in ("auto", "reset"):
-        raise ValueError(f"config.init_head={config.init_head!r}: use 'auto' or 'reset'")
+        raise ConfigError(f"config.init_head={config.init_head!r}: use 'auto' or 'reset'")
     if config.init_head == "reset" and not config.init_from:
-        raise ValueError("config.init_head='reset' needs config.init_from (weights to start from)")
+        raise ConfigError("config.init_head='reset' needs config.init_from (weights to start from)")
 
 
 def _validate_data_keys(config: ml_collections.ConfigDict) -> None:
     if config.input_pipeline not in ("auto", "memory", "stream"):
-        raise ValueError(
+        raise ConfigError(
             f"config.input_pipeline={config.input_pipeline!r}: use 'auto', 'memory' or 'stream'"
         )
     if not config.memory_budget_gb >= 0 or config.shuffle_buffer < 1:
-        raise ValueError("config.memory_budget_gb must be >= 0 and config.shuffle_buffer >= 1")
-    if config.resize_method not in augment.RESIZE_METHODS:
-        raise ValueError(
-            f"config.resize_method={config.resize_method!r}: use one of {augment.RESIZE_METHODS}"
+        raise ConfigError("config.memory_budget_gb must be >= 0 and config.shuffle_buffer >= 1")
+    if config.resize_method not in transforms.RESIZE_METHODS:
+        raise ConfigError(
+            f"config.resize_method={config.resize_method!r}: use one of {transforms.RESIZE_METHODS}"
         )
-    from swinjax.preprocess import HostPreprocess  # validates the crop settings
-
-    HostPreprocess(
+    HostPreprocess(  # validates the crop settings
         (1, 1), tuple(config.rrc_scale), tuple(config.rrc_ratio), config.eval_crop_fraction
     )
 
@@ -219,7 +233,7 @@ def build_model(config: ml_collections.ConfigDict, split: Any) -> SwinTransforme
     """The configured preset, fitted to the dataset's image shape and number of classes;
     ValueError (before anything compiles) for test-time views moved off the image."""
     h, w, c = split.image_shape
-    recipe.validate_for_images(config, (h, w))
+    validate_for_images(config, (h, w))
     overrides = model_overrides(config)
     overrides.setdefault("num_classes", split.num_classes)
     overrides.setdefault("img_size", (h, w))
@@ -232,7 +246,7 @@ def training_steps(config: ml_collections.ConfigDict, split: Any) -> tuple[int, 
     (``max_steps`` > 0 caps the total); a batch larger than the split is an error."""
     steps_per_epoch = split.steps_per_epoch(config.batch_size)
     if steps_per_epoch == 0:
-        raise ValueError(
+        raise ConfigError(
             f"batch_size {config.batch_size} exceeds the {split.num_examples} training "
             "examples; lower --config.batch_size"
         )
@@ -279,3 +293,68 @@ def describe_diff(diff: dict[str, tuple[Any, Any]]) -> str:
 def saved_config(path: Path) -> dict[str, Any] | None:
     """The JSON config saved at ``path``, or None where there is none."""
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _validate_recipe_keys(c: Any) -> None:
+    """Raises ValueError naming the key and the fix for any value that cannot train (keys of
+    the tools that are on; a missing switch key means off)."""
+
+    def number(key: str, lo: float, hi: float, hi_open: bool, hint: str) -> None:
+        v = c[key]
+        ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+        if not ok or not lo <= v <= hi or (hi_open and v == hi):
+            interval = f"[{lo}, {hi})" if hi_open else f"[{lo}, {hi}]"
+            raise ConfigError(f"config.{key}={v!r}: must be a number in {interval}; {hint}")
+
+    policy = _get(c, "augment_policy")
+    autoaugment.validate_policy(policy, c.randaug_num_ops if policy else 2)
+    if policy == "randaugment":
+        number("randaug_magnitude", 0.0, autoaugment.MAGNITUDE_MAX, False, "timm's M, e.g. 9")
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        if key in c:
+            number(key, 0.0, math.inf, True, "0: off; timm's Swin recipe: 0.8 and 1.0")
+    if _get(c, "mixup_alpha") > 0 or _get(c, "cutmix_alpha") > 0:
+        number("mix_prob", 0.0, 1.0, False, "the probability an image is mixed")
+        number("mix_switch_prob", 0.0, 1.0, False, "the probability of cutmix over mixup")
+    if "erase_prob" in c:
+        number("erase_prob", 0.0, 1.0, False, "0: off; timm's Swin recipe: 0.25")
+    if "ema_decay" in c:
+        number("ema_decay", 0.0, 1.0, True, "0: off; e.g. 0.999 (about the last 1000 steps)")
+    if not isinstance(_get(c, "eval_tta"), bool):
+        raise ConfigError(f"config.eval_tta={c.eval_tta!r}: must be True or False")
+    shift = _get(c, "eval_tta_shift")
+    if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
+        raise ConfigError(f"config.eval_tta_shift={shift!r}: must be a whole number of pixels >= 0")
+    if shift and not _get(c, "eval_tta"):
+        raise ConfigError(
+            f"config.eval_tta_shift={shift} moves the test-time views, but eval_tta is off; "
+            "set --config.eval_tta=True, or eval_tta_shift=0"
+        )
+
+
+def validate_for_images(config: ml_collections.ConfigDict, image_hw: tuple[int, int]) -> None:
+    """ValueError where the recipe does not fit images of ``image_hw``: test-time views moved
+    by ``eval_tta_shift`` pixels must stay inside the image (``training.tta.tta_views``)."""
+    shift = int(_get(config, "eval_tta_shift"))
+    h, w = image_hw
+    if shift >= min(h, w):
+        raise ConfigError(
+            f"config.eval_tta_shift={shift}: the test-time views must move by less than the "
+            f"images' size {h}x{w}; e.g. 1 or 2 pixels for CIFAR"
+        )
+
+
+def input_size(config: ml_collections.ConfigDict) -> tuple[int, int]:
+    """The model's input (H, W) under ``config``: what images of varying size are cropped and
+    resized to on the host (``data.load_split(..., image_size=...)``)."""
+    size = config.model_kwargs.get("img_size") or PRESETS[config.model].get("img_size")
+    return to_pair(size or SwinTransformer.img_size)
+
+
+# What a missing recipe key means (a config saved before the key existed): the tool is off.
+_OFF = {"augment_policy": "", "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "erase_prob": 0.0}
+_OFF.update(ema_decay=0.0, eval_tta=False, eval_tta_shift=0)
+
+
+def _get(config: Any, key: str) -> Any:
+    return config[key] if key in config else _OFF[key]

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from absl import flags
 
-from swinjax import checkpoint, cli
+from swinjax import cli
+from swinjax.training import checkpoint
 
 
 def run(
@@ -31,8 +32,10 @@ def run(
     tta_shift: int = -1,
 ) -> dict:
     """Restores the checkpoint and evaluates it on ``split_name``; returns the JSON record."""
-    from swinjax import data, evaluation, recipe, steps
-    from swinjax.config import build_model
+    from swinjax import data
+    from swinjax.config import build_model, input_size
+    from swinjax.training import evaluation, recipe
+    from swinjax.training.state import create_train_state
 
     workdir, step = checkpoint.resolve(Path(ckpt))
     if best and step is not None:
@@ -42,9 +45,9 @@ def run(
         config.data_dir = data_dir
     split_key = {"test": "test_split", "val": "val_split", "train": "train_split"}.get(split_name)
     split_spec = config[split_key] if split_key else split_name
-    split = data.load_split(config, split_spec)
+    split = data.load_split(config, split_spec, input_size(config))
     model = build_model(config, split)
-    template = steps.create_train_state(config, model, steps_per_epoch=1)
+    template = create_train_state(config, model, steps_per_epoch=1)
     ckpt_mgr = checkpoint.Checkpointer(workdir, read_only=True)
     steps_saved = ckpt_mgr.all_steps()
     if not steps_saved:

@@ -17,8 +17,11 @@ from typing import Any
 import jax
 import numpy as np
 
-from swinjax import data, evaluation, parallel, steps, train
+from swinjax import data
 from swinjax.config import build_model
+from swinjax.data import batching
+from swinjax.training import evaluation, parallel, steps, trainer
+from swinjax.training import state as state_lib
 from tests.conftest import make_tiny_config
 
 BATCH = 8
@@ -56,7 +59,7 @@ def main(out_path: str) -> None:
     def one_step(mesh: Any) -> tuple[Any, Any, dict, Any]:
         # A fresh state each time: train_step donates (deletes) its input state's buffers.
         state = parallel.replicate(
-            steps.create_train_state(config, model, steps_per_epoch=16), mesh
+            state_lib.create_train_state(config, model, steps_per_epoch=16), mesh
         )
         prefetched = data.prefetch_to_device(
             iter([batch]), size=1, sharding=parallel.batch_sharding(mesh)
@@ -77,12 +80,12 @@ def main(out_path: str) -> None:
     small = data.Split(split.images_EHWC[:10], split.labels_E[:10], "first10", split.num_classes)
     eval4 = evaluation.evaluate(four, small, 3, mesh4)
     eval1 = evaluation.evaluate(one, small, 10, mesh1)  # one unpadded batch on one device
-    padded = next(data.eval_batches(small, parallel.padded_batch_size(3, mesh4.size)))
+    padded = next(data.eval_batches(small, batching.padded_batch_size(3, mesh4.size)))
 
     # Divisibility: refused before anything is loaded, compiled or written.
     workdir = Path(tempfile.mkdtemp()) / "run"
     try:
-        train.train_and_evaluate(make_tiny_config(batch_size=130), workdir)
+        trainer.train_and_evaluate(make_tiny_config(batch_size=130), workdir)
         error = None
     except ValueError as e:
         error = str(e)
@@ -90,7 +93,7 @@ def main(out_path: str) -> None:
     # The training loop on 4 devices (evaluation is checked above): two steps, a checkpoint.
     e2e_dir = Path(tempfile.mkdtemp()) / "e2e"
     e2e_config = make_tiny_config(batch_size=BATCH, max_steps=2, val_split="", test_split="")
-    e2e = train.train_and_evaluate(e2e_config, e2e_dir)
+    e2e = trainer.train_and_evaluate(e2e_config, e2e_dir)
 
     report = {
         "device_count": jax.device_count(),

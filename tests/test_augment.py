@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from swinjax import augment
+from swinjax.augment import transforms
 
 # One compile per (shape, mode, padding) instead of op-by-op dispatch: keeps the file fast.
-_augment = jax.jit(augment.augment, static_argnames=("mode", "padding"))
+_augment = jax.jit(transforms.augment, static_argnames=("mode", "padding"))
 
 
 def _images(n: int = 16, h: int = 8, w: int = 8, c: int = 3) -> jax.Array:
@@ -55,12 +55,14 @@ def test_each_image_gets_its_own_crop() -> None:
 
 def test_padding_zero_is_flip_only_and_none_is_identity() -> None:
     x = _images()
-    out = np.asarray(jax.jit(augment.random_crop_flip, static_argnums=2)(jax.random.key(1), x, 0))
+    out = np.asarray(
+        jax.jit(transforms.random_crop_flip, static_argnums=2)(jax.random.key(1), x, 0)
+    )
     xs = np.asarray(x)
     assert all(
         np.array_equal(o, i) or np.array_equal(o, i[:, ::-1]) for o, i in zip(out, xs, strict=True)
     )
-    np.testing.assert_array_equal(augment.augment(jax.random.key(2), x, "none", 4), xs)
+    np.testing.assert_array_equal(transforms.augment(jax.random.key(2), x, "none", 4), xs)
 
 
 def test_flip_only_is_identity_or_mirror_and_keyed() -> None:
@@ -76,30 +78,30 @@ def test_flip_only_is_identity_or_mirror_and_keyed() -> None:
 def test_same_key_same_output_jitted_or_not() -> None:
     x = _images()
     a = _augment(jax.random.key(7), x, mode="crop_flip", padding=2)
-    np.testing.assert_array_equal(a, augment.augment(jax.random.key(7), x, "crop_flip", 2))
+    np.testing.assert_array_equal(a, transforms.augment(jax.random.key(7), x, "crop_flip", 2))
     np.testing.assert_array_equal(a, _augment(jax.random.key(7), x, mode="crop_flip", padding=2))
     assert not np.array_equal(a, _augment(jax.random.key(8), x, mode="crop_flip", padding=2))
 
 
 def test_bad_mode_and_padding_fail_before_tracing() -> None:
     with pytest.raises(ValueError, match=r"augment mode 'mixup' is not one of \('crop_flip'"):
-        augment.augment(jax.random.key(0), _images(), "mixup")
+        transforms.augment(jax.random.key(0), _images(), "mixup")
     with pytest.raises(ValueError, match="padding must be"):
-        augment.augment(jax.random.key(0), _images(), "crop_flip", padding=-1)
+        transforms.augment(jax.random.key(0), _images(), "crop_flip", padding=-1)
     with pytest.raises(ValueError, match=r"\[B, H, W, C\]"):
-        augment.random_flip(jax.random.key(0), _images()[0])
+        transforms.random_flip(jax.random.key(0), _images()[0])
 
 
 def test_normalize() -> None:
     x = jnp.array([[[[0, 255, 51]]]], jnp.uint8)
-    scaled = augment.normalize(x)
+    scaled = transforms.normalize(x)
     assert scaled.dtype == jnp.float32
     np.testing.assert_allclose(scaled, [[[[0.0, 1.0, 0.2]]]], atol=1e-7)
-    full = augment.normalize(_images())
+    full = transforms.normalize(_images())
     assert float(full.min()) >= 0.0 and float(full.max()) <= 1.0
-    std = augment.normalize(x, mean=(0.5, 0.5, 0.5), std=(0.5, 0.25, 1.0))
+    std = transforms.normalize(x, mean=(0.5, 0.5, 0.5), std=(0.5, 0.25, 1.0))
     np.testing.assert_allclose(std, [[[[-1.0, 2.0, -0.3]]]], atol=1e-6)
     with pytest.raises(ValueError, match="needs both mean and std"):
-        augment.normalize(x, mean=(0.5, 0.5, 0.5))
+        transforms.normalize(x, mean=(0.5, 0.5, 0.5))
     with pytest.raises(ValueError, match="one value per channel"):
-        augment.normalize(x, mean=(0.5,), std=(0.5,))
+        transforms.normalize(x, mean=(0.5,), std=(0.5,))

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
-from swinjax import autoaugment
-from swinjax import image_ops as ops
+from swinjax.augment import autoaugment
+from swinjax.augment import image_ops as ops
 
 _policy = jax.jit(autoaugment.apply_policy, static_argnames=("policy", "num_ops"))
 

@@ -20,8 +20,10 @@ import numpy as np
 import pytest
 from orbax.checkpoint._src.checkpointers import async_checkpointer
 
-from swinjax import checkpoint, data, steps
+from swinjax import data, errors
 from swinjax.config import build_model
+from swinjax.training import checkpoint, steps
+from swinjax.training import state as state_lib
 from tests.conftest import REPO, make_tiny_config
 
 TMP_SUFFIX = ".orbax-checkpoint-tmp"
@@ -48,7 +50,7 @@ def _tmp_dirs(workdir: Path) -> list[Path]:
 
 def _template(config):
     split = data.load_split(config, config.train_split)
-    return steps.create_train_state(config, build_model(config, split), steps_per_epoch=1)
+    return state_lib.create_train_state(config, build_model(config, split), steps_per_epoch=1)
 
 
 # ------------------------------------------------------------------------------ async saves
@@ -74,7 +76,7 @@ def test_async_save_in_flight_while_donating_steps_continue(tmp_path, monkeypatc
     batches = list(data.train_batches(split, config.batch_size, config.seed, 0))[:6]
 
     def train(ckpt: checkpoint.Checkpointer | None, save_at=(2, 4)) -> tuple:
-        state = steps.create_train_state(config, model, steps_per_epoch=16)
+        state = state_lib.create_train_state(config, model, steps_per_epoch=16)
         saved = {}
         for i, batch in enumerate(batches):
             if ckpt is not None and i in save_at:
@@ -117,7 +119,7 @@ def test_failed_background_write_raises_is_not_listed_and_is_cleaned(tmp_path, m
     monkeypatch.setattr(async_checkpointer, "_on_commit_callback", disk_full)
     ckpt = checkpoint.Checkpointer(tmp_path)
     ckpt.save(3, state, {"epoch": 0})
-    with pytest.raises(checkpoint.CheckpointError, match="checkpoints/3 failed.*No space left"):
+    with pytest.raises(errors.CheckpointError, match="checkpoints/3 failed.*No space left"):
         ckpt.wait_until_finished()
     monkeypatch.undo()
     assert ckpt.all_steps() == [] and ckpt.restore_latest(state) is None

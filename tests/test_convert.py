@@ -1,7 +1,7 @@
 """Parity with timm: random-weight timm models (fixtures from tools/make_golden.py) converted with
 params_from_timm give timm's logits within 1e-4 in float32, under either kernel set
-(swinjax.kernels), also when loaded into a model of another image, window or patch size (timm's
-checkpoint_filter_fn did the same in the fixtures)."""
+(swinjax.models.layers.kernel_sets), also when loaded into a model of another image, window or patch
+size (timm's checkpoint_filter_fn did the same in the fixtures)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from swinjax import convert
-from swinjax.convert import CheckpointMismatchError, convert_checkpoint, params_from_timm
-from swinjax.model import SwinTransformer
+from swinjax.errors import CheckpointMismatchError
+from swinjax.models import SwinTransformer
+from swinjax.weights import convert, resample
+from swinjax.weights.convert import convert_checkpoint, params_from_timm
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = ("swin224", "swin32")
@@ -162,7 +163,7 @@ def test_adapted_tensors_match_timm(case: str) -> None:
 
 
 def _flax_shape(model: SwinTransformer, key: str) -> tuple[int, ...]:
-    from swinjax.model import param_shapes
+    from swinjax.models import param_shapes
 
     shapes = traverse_util.flatten_dict(param_shapes(model))
     return next(tuple(s.shape) for p, s in shapes.items() if convert._timm_key(p) == key)
@@ -179,12 +180,14 @@ def test_resample_functions_match_timm() -> None:
         hw = tuple(int(v) for v in size.split("x"))
         src = arrays[f"{kind}/source"]
         if kind == "ape":
-            np.testing.assert_allclose(convert.resample_abs_pos_embed(src, hw), expected, atol=1e-5)
+            np.testing.assert_allclose(
+                resample.resample_abs_pos_embed(src, hw), expected, atol=1e-5
+            )
         elif kind == "patch":
-            ours = convert.resample_patch_embed(src, hw)
+            ours = resample.resample_patch_embed(src, hw)
             np.testing.assert_allclose(ours, expected, atol=1e-4 * np.abs(expected).max())
         else:
-            ours = convert.resize_rel_pos_bias_table(src, hw, expected.shape[0])
+            ours = resample.resize_rel_pos_bias_table(src, hw, expected.shape[0])
             np.testing.assert_array_equal(ours, expected)
             np.testing.assert_array_equal(ours[-3:], src[-3:])  # the extra rows kept
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from swinjax import data
+from swinjax import data, errors
 from swinjax.config import base_config
 from tests import tfds_fixture
 from tests.conftest import SHARED_TFDS, requires_shared_tfds
@@ -155,7 +155,7 @@ def test_real_cifar10_from_shared_data_dir(monkeypatch) -> None:
 
 def test_missing_dataset_fails_fast_naming_it_and_the_fix(tmp_path, no_network) -> None:
     start = time.perf_counter()
-    with pytest.raises(data.DatasetNotFoundError) as err:
+    with pytest.raises(errors.DatasetNotFoundError) as err:
         data.load_splits(_config(dataset="cifar100", data_dir=str(tmp_path), download=False))
     assert time.perf_counter() - start < 10
     assert not no_network  # download=False: not even a probe
@@ -170,7 +170,7 @@ def test_download_without_network_fails_fast_naming_the_host(tmp_path, no_networ
     """download=True (the default) on a machine whose network refuses: a quick probe of the
     dataset's download host, not tfds' ten retries with backoff (~3.5 minutes)."""
     start = time.perf_counter()
-    with pytest.raises(data.DatasetNotFoundError) as err:
+    with pytest.raises(errors.DatasetNotFoundError) as err:
         data.load_splits(_config(dataset="cifar100", data_dir=str(tmp_path)))
     assert time.perf_counter() - start < 60  # generous: the probe alone takes milliseconds
     assert no_network and all(args[0] == "www.cs.toronto.edu" for args in no_network)
@@ -182,7 +182,7 @@ def test_download_without_network_fails_fast_naming_the_host(tmp_path, no_networ
 
 
 def test_unknown_dataset_and_bad_splits(tmp_path, no_network) -> None:
-    with pytest.raises(data.UnknownDatasetError, match="did you mean 'cifar100'"):
+    with pytest.raises(errors.UnknownDatasetError, match="did you mean 'cifar100'"):
         data.load_split(_config(dataset="cifar1000", data_dir=str(tmp_path)), "train")
     # A real tfds dataset with a train split only (like the shared CIFAR-10), built here offline.
     train_only = tfds_fixture.TinyImages(
@@ -191,16 +191,16 @@ def test_unknown_dataset_and_bad_splits(tmp_path, no_network) -> None:
     built = tfds_fixture.build(tmp_path, train_only)
     config = _config(dataset=built.name, data_dir=built.data_dir)
     with pytest.raises(
-        data.InvalidSplitError, match=r"split 'test' of 'swinjax_test_train_only'.*\['train'\]"
+        errors.InvalidSplitError, match=r"split 'test' of 'swinjax_test_train_only'.*\['train'\]"
     ):
         data.load_split(config, "test")
     with pytest.raises(
-        data.InvalidSplitError, match=r"split 'train\[:90%' of 'swinjax_test_train_only'"
+        errors.InvalidSplitError, match=r"split 'train\[:90%' of 'swinjax_test_train_only'"
     ):
         data.load_split(config, "train[:90%")
-    with pytest.raises(data.UnknownDatasetError, match="'swinjax_test_train_onl'"):
+    with pytest.raises(errors.UnknownDatasetError, match="'swinjax_test_train_onl'"):
         data.load_split(_config(dataset="swinjax_test_train_onl", data_dir=built.data_dir), "train")
-    with pytest.raises(data.InvalidSplitError, match="'validation' of 'synthetic'"):
+    with pytest.raises(errors.InvalidSplitError, match="'validation' of 'synthetic'"):
         data.load_split(_config(dataset="synthetic"), "validation")
     assert not no_network
 

@@ -6,8 +6,8 @@ import importlib.util
 
 import pytest
 
-from swinjax import search
 from swinjax.config import validate_config
+from swinjax.sweeps import space
 from tests.conftest import REPO
 
 FILES = sorted((REPO / "experiments").glob("*.py"))
@@ -21,7 +21,7 @@ def test_experiment_config_validates(path) -> None:
     config = module.get_config()
     assert module.__doc__ and "python -m swinjax." in module.__doc__  # says how to run it
     if "sweep" in config:
-        base, sweep = search.split_config(config)
-        search.validate_sweep(base, sweep)
+        base, sweep = space.split_config(config)
+        space.validate_sweep(base, sweep)
     else:
         validate_config(config)

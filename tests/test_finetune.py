@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from swinjax import data, param_groups, steps
-from swinjax.model import create_model, param_shapes
+from swinjax import data
+from swinjax.models import create_model, param_shapes
+from swinjax.optim import adamw, param_groups
+from swinjax.training import state as state_lib
+from swinjax.training import steps
 from tests.conftest import make_tiny_config
 
 MODEL = create_model("tiny_test")  # depths (2, 2)
@@ -25,7 +28,7 @@ def _batch(n=16):
 def _state(**overrides):
     base = dict(augment="none", weight_decay=0.0, learning_rate=1e-3, schedule="constant",
                 warmup_epochs=0.0)  # fmt: skip
-    return steps.create_train_state(
+    return state_lib.create_train_state(
         make_tiny_config(**{**base, **overrides}), MODEL, steps_per_epoch=10
     )
 
@@ -98,7 +101,7 @@ def test_bad_freeze_and_layer_decay_are_named() -> None:
     with pytest.raises(ValueError, match="is not a regular expression"):
         param_groups.parse_freeze("layers_(")
     with pytest.raises(ValueError, match=r"config.layer_decay=0.0: must be in \(0, 1\]"):
-        steps.validate_optim_config(make_tiny_config(layer_decay=0.0))
+        adamw.validate_optim_config(make_tiny_config(layer_decay=0.0))
 
 
 def test_class_subsets_renumber_labels_and_keep_names() -> None:
@@ -122,10 +125,10 @@ def test_class_subsets_renumber_labels_and_keep_names() -> None:
 @pytest.fixture(scope="module")
 def source_run(tmp_path_factory):
     """A tiny_test run on classes 0-4 at 16x16 / window 4: the weights to start from."""
-    from swinjax import train
+    from swinjax.training import trainer
 
     workdir = tmp_path_factory.mktemp("source")
-    train.train_and_evaluate(make_tiny_config(num_epochs=1, classes="0,1,2,3,4"), workdir)
+    trainer.train_and_evaluate(make_tiny_config(num_epochs=1, classes="0,1,2,3,4"), workdir)
     return workdir
 
 
@@ -137,7 +140,7 @@ def _target(source, **overrides):
 
 
 def _params(workdir):
-    from swinjax import checkpoint
+    from swinjax.training import checkpoint
 
     ckpt = checkpoint.Checkpointer(workdir, read_only=True)
     return traverse_util.flatten_dict(ckpt.restore_params(ckpt.all_steps()[-1]))
@@ -146,15 +149,16 @@ def _params(workdir):
 def test_init_from_a_workdir_at_another_size_with_a_new_head(
     tmp_path, source_run, capsys, monkeypatch
 ) -> None:
-    from swinjax import pretrained, train
+    from swinjax import weights
+    from swinjax.training import trainer
 
     loaded = []
-    real = pretrained.load_pretrained
+    real = weights.load_pretrained
     monkeypatch.setattr(
-        pretrained, "load_pretrained", lambda *a, **k: loaded.append(1) or real(*a, **k)
+        weights, "load_pretrained", lambda *a, **k: loaded.append(1) or real(*a, **k)
     )
     config = _target(source_run, max_steps=1, learning_rate=1e-9)  # one step: barely moves
-    train.train_and_evaluate(config, tmp_path)
+    trainer.train_and_evaluate(config, tmp_path)
     out = capsys.readouterr().out
     assert f"pretrained weights from {source_run}" in out
     assert "relative_position_bias_table (x2): (49, 2) -> (225, 2) (window 8x8)" in out
@@ -166,19 +170,19 @@ def test_init_from_a_workdir_at_another_size_with_a_new_head(
     table = ("layers_0", "blocks_0", "attn", "relative_position_bias_table")
     assert src[table].shape == (49, 2) and dst[table].shape == (225, 2)
     # Resuming the fine-tuning run restores its own checkpoint: init_from is not read again.
-    train.train_and_evaluate(_target(source_run, max_steps=3, learning_rate=1e-9), tmp_path)
+    trainer.train_and_evaluate(_target(source_run, max_steps=3, learning_rate=1e-9), tmp_path)
     assert len(loaded) == 1 and "pretrained weights" not in capsys.readouterr().out
 
 
 def test_init_from_errors_are_named(tmp_path, source_run) -> None:
-    from swinjax import train
-    from swinjax.convert import CheckpointMismatchError
+    from swinjax.errors import CheckpointMismatchError
+    from swinjax.training import trainer
 
     with pytest.raises(FileNotFoundError, match="nothing.safetensors"):
-        train.train_and_evaluate(_target(tmp_path / "nothing.safetensors"), tmp_path / "a")
+        trainer.train_and_evaluate(_target(tmp_path / "nothing.safetensors"), tmp_path / "a")
     other = _target(source_run)
     other.model_kwargs.embed_dim = 32  # another architecture
     with pytest.raises(CheckpointMismatchError, match=r"patch_embed\.proj\.weight"):
-        train.train_and_evaluate(other, tmp_path / "b")
+        trainer.train_and_evaluate(other, tmp_path / "b")
     with pytest.raises(ValueError, match="init_head='reset' needs config.init_from"):
-        train.train_and_evaluate(make_tiny_config(init_head="reset"), tmp_path / "c")
+        trainer.train_and_evaluate(make_tiny_config(init_head="reset"), tmp_path / "c")

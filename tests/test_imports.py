@@ -19,10 +19,10 @@ from absl import flags
 before = dict(os.environ)
 backend = matplotlib.get_backend()
 import swinjax
-modules = sorted(m.name for m in pkgutil.iter_modules(swinjax.__path__, "swinjax."))
+modules = sorted(m.name for m in pkgutil.walk_packages(swinjax.__path__, "swinjax."))
 for name in modules:
     importlib.import_module(name)
-from swinjax import plots
+from swinjax.training import plots
 plots.plot_history([{"epoch": 1, "train_loss": 1.0, "val_loss": 2.0}], tempfile.mktemp(".png"))
 after = dict(os.environ)
 changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
@@ -49,7 +49,7 @@ def test_importing_every_module_changes_nothing_in_the_process() -> None:
     )
     assert out.returncode == 0, out.stderr[-3000:]
     found = json.loads(out.stdout.strip().splitlines()[-1])
-    assert {"swinjax.train", "swinjax.model", "swinjax.runtime", "swinjax.loop"} <= set(
+    assert {"swinjax.train", "swinjax.presets", "swinjax.runtime", "swinjax.training.loop"} <= set(
         found["modules"]
     )
     assert found["changed_env"] == []

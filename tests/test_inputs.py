@@ -15,9 +15,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from swinjax import augment, checkpoint, data, evaluation, steps, train
-from swinjax.config import build_model
-from swinjax.model import create_model
+from swinjax import data
+from swinjax.augment import transforms
+from swinjax.config import build_model, input_size
+from swinjax.models import create_model
+from swinjax.training import checkpoint, evaluation, steps, trainer
+from swinjax.training import state as state_lib
 from tests.conftest import REPO, make_tiny_config
 
 PY = [sys.executable, "-m", "swinjax.train", "--config", str(REPO / "experiments/demo.py")]
@@ -90,13 +93,14 @@ def test_image_folder_trains_and_evaluates_every_example(tmp_path) -> None:
         augment="flip",
     )
     config.model_kwargs.img_size = 16  # images of 18-40 px: random-resized crops to 16x16
-    result = train.train_and_evaluate(config, tmp_path / "run")
+    result = trainer.train_and_evaluate(config, tmp_path / "run")
     assert result["test"]["num_examples"] == 9  # every test image counted, padding masked
     lines = (tmp_path / "run/metrics.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
     epochs = [r for r in records if r["kind"] == "epoch"]
     assert len(epochs) == 2 and all(np.isfinite(e["val_loss"]) for e in epochs)
-    split = data.load_split(checkpoint.load_config(tmp_path / "run"), "train[75%:]")
+    saved = checkpoint.load_config(tmp_path / "run")
+    split = data.load_split(saved, "train[75%:]", input_size(saved))
     assert split.class_names == ("cat", "dog", "emu") and split.num_examples == 6
     assert split.image_shape == (16, 16, 3)
     assert result["step"] == 2 * (18 // 6)
@@ -105,7 +109,7 @@ def test_image_folder_trains_and_evaluates_every_example(tmp_path) -> None:
 def test_fixed_size_images_are_resized_on_the_device_to_the_model() -> None:
     config = make_tiny_config(augment="none")
     model = create_model("tiny_test", img_size=32)  # 16x16 data, a 32x32 model
-    state = steps.create_train_state(config, model, steps_per_epoch=4)
+    state = state_lib.create_train_state(config, model, steps_per_epoch=4)
     images = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
     batch = {"image": jnp.asarray(images), "label": jnp.arange(4)}
     x = steps._inputs(state, batch["image"])
@@ -117,22 +121,22 @@ def test_fixed_size_images_are_resized_on_the_device_to_the_model() -> None:
     assert logits.shape == (4, 10)
     state, metrics = steps.train_step(state, batch)
     assert np.isfinite(float(metrics["loss"]))
-    bicubic = augment.resize(jnp.asarray(images, jnp.float32), (32, 32), "bicubic")
+    bicubic = transforms.resize(jnp.asarray(images, jnp.float32), (32, 32), "bicubic")
     assert bicubic.shape == (4, 32, 32, 3) and not np.allclose(bicubic, x * 255, atol=1e-3)
     with pytest.raises(ValueError, match="resize method 'nearest' is not one of"):
-        augment.resize(x, (8, 8), "nearest")
+        transforms.resize(x, (8, 8), "nearest")
 
 
 def test_normalize_modes() -> None:
-    assert augment.normalization("", "cifar10", (), ()) == ((), ())
-    mean, std = augment.normalization("imagenet", "whatever", (), ())
+    assert transforms.normalization("", "cifar10", (), ()) == ((), ())
+    mean, std = transforms.normalization("imagenet", "whatever", (), ())
     assert mean == (0.485, 0.456, 0.406) and std == (0.229, 0.224, 0.225)
-    assert augment.normalization("dataset", "cifar100:3.0.2", (), ())[0][0] == 0.5071
+    assert transforms.normalization("dataset", "cifar100:3.0.2", (), ())[0][0] == 0.5071
     with pytest.raises(ValueError, match="no statistics known for 'pets'"):
-        augment.normalization("dataset", "pets", (), ())
+        transforms.normalization("dataset", "pets", (), ())
     with pytest.raises(ValueError, match="both set"):
-        augment.normalization("imagenet", "x", (0.5,), (0.5,))
-    state = steps.create_train_state(
+        transforms.normalization("imagenet", "x", (0.5,), (0.5,))
+    state = state_lib.create_train_state(
         make_tiny_config(normalize="imagenet"), create_model("tiny_test"), steps_per_epoch=1
     )
     assert state.mean == (0.485, 0.456, 0.406)
@@ -145,8 +149,8 @@ def _stream_config(tiny, **overrides):
 
 def test_memory_and_stream_score_a_checkpoint_alike(tmp_path, tiny_tfds_dir) -> None:
     config = _stream_config(tiny_tfds_dir, num_epochs=1, input_pipeline="memory")
-    train.train_and_evaluate(config, tmp_path)
-    template = steps.create_train_state(
+    trainer.train_and_evaluate(config, tmp_path)
+    template = state_lib.create_train_state(
         config, build_model(config, data.load_split(config, "test")), steps_per_epoch=1
     )
     state, _ = checkpoint.Checkpointer(tmp_path, read_only=True).restore_latest(template)
@@ -162,13 +166,13 @@ def test_memory_and_stream_score_a_checkpoint_alike(tmp_path, tiny_tfds_dir) -> 
 
 def test_streaming_run_resumed_mid_epoch_equals_uninterrupted(tmp_path, tiny_tfds_dir) -> None:
     straight = _stream_config(tiny_tfds_dir, input_pipeline="stream", test_split="")
-    train.train_and_evaluate(straight, tmp_path / "straight")
+    trainer.train_and_evaluate(straight, tmp_path / "straight")
     interrupted = _stream_config(
         tiny_tfds_dir, input_pipeline="stream", test_split="", max_steps=13
     )  # 9 steps an epoch (270 of 300 examples at batch 30): step 13 is mid epoch 2
-    first = train.train_and_evaluate(interrupted, tmp_path / "resumed")
+    first = trainer.train_and_evaluate(interrupted, tmp_path / "resumed")
     assert first["stopped_by"] == "max_steps" and first["step"] == 13
-    train.train_and_evaluate(straight, tmp_path / "resumed")
+    trainer.train_and_evaluate(straight, tmp_path / "resumed")
     a = _state(tmp_path / "straight")
     b = _state(tmp_path / "resumed")
     assert int(a.step) == int(b.step) == 18
@@ -179,6 +183,6 @@ def test_streaming_run_resumed_mid_epoch_equals_uninterrupted(tmp_path, tiny_tfd
 def _state(workdir):
     config = checkpoint.load_config(workdir)
     split = data.load_split(config, config.train_split)
-    template = steps.create_train_state(config, build_model(config, split), steps_per_epoch=1)
+    template = state_lib.create_train_state(config, build_model(config, split), steps_per_epoch=1)
     state, _ = checkpoint.Checkpointer(workdir, read_only=True).restore_latest(template)
     return state

@@ -1,6 +1,6 @@
-"""The two kernel sets compute the same model (swinjax.kernels): same parameters, same dropout
-masks, same outputs and gradients; ``auto`` resolves to ``cpu`` here; rematerialised blocks
-change neither the parameters nor the loss nor the gradients."""
+"""The two kernel sets compute the same model (swinjax.models.layers.kernel_sets): same parameters,
+same dropout masks, same outputs and gradients; ``auto`` resolves to ``cpu`` here; rematerialised
+blocks change neither the parameters nor the loss nor the gradients."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from flax import traverse_util
 
 from swinjax import config as config_lib
-from swinjax import dropout, kernels
-from swinjax.layers import SwinBlock
-from swinjax.model import create_model
+from swinjax.models import create_model
+from swinjax.models.layers import dropout, kernel_sets
+from swinjax.models.layers.blocks import SwinBlock
 
 # (window, map size, channels, heads): the cpu set's elementwise attention (N = 4 and 16 with
 # heads of 8 channels) and its matrix products (N = 49).
@@ -46,9 +46,12 @@ def _init(model, x):
 
 def test_auto_resolves_to_cpu_on_this_cpu() -> None:
     assert jax.default_backend() == "cpu"
-    assert kernels.resolve("auto") == "cpu" and kernels.get("auto") is kernels.CPU
-    assert kernels.resolve("auto", "gpu") == kernels.resolve("auto", "tpu") == "reference"
-    assert kernels.get("reference") is kernels.REFERENCE and kernels.get("cpu") is kernels.CPU
+    assert kernel_sets.resolve("auto") == "cpu" and kernel_sets.get("auto") is kernel_sets.CPU
+    assert kernel_sets.resolve("auto", "gpu") == kernel_sets.resolve("auto", "tpu") == "reference"
+    assert (
+        kernel_sets.get("reference") is kernel_sets.REFERENCE
+        and kernel_sets.get("cpu") is kernel_sets.CPU
+    )
     with pytest.raises(ValueError, match=r"kernels 'fast' is not one of"):
         create_model("tiny_test", kernels="fast")
     with pytest.raises(ValueError, match=r"remat 'all' is not one of"):
@@ -56,13 +59,13 @@ def test_auto_resolves_to_cpu_on_this_cpu() -> None:
 
 
 def test_cpu_attention_choice_by_shape() -> None:
-    from swinjax import attention
+    from swinjax.models.layers import attention
 
-    cpu = kernels.CPU
+    cpu = kernel_sets.CPU
     assert cpu.attention(4, 8) is cpu.attention(16, 8) is attention.small_window_attention
     assert cpu.attention(9, 32) is attention.small_window_attention
     assert cpu.attention(16, 32) is cpu.attention(49, 8) is attention.matmul_attention
-    assert kernels.REFERENCE.attention(4, 8) is attention.dot_product_attention
+    assert kernel_sets.REFERENCE.attention(4, 8) is attention.dot_product_attention
 
 
 @pytest.mark.parametrize("shape", [(1,), (7,), (3, 5, 4), (64, 9, 33), (4, 1, 1)])

@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from swinjax import attention, dropout, linear, runtime
-from swinjax.activations import gelu
+from swinjax import runtime
+from swinjax.models.layers import attention, dropout, linear
+from swinjax.models.layers.activations import gelu
 
 
 @pytest.mark.parametrize("shape", [(1,), (7,), (3, 5, 4), (64, 9, 33)])

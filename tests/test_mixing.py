@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from swinjax import mixing
+from swinjax.augment import mixing
 
 K = 10
 B, H, W, C = 16, 12, 10, 3

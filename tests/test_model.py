@@ -7,9 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from swinjax import windows
-from swinjax.layers import DropPath, PatchMerging, SwinBlock
-from swinjax.model import PRESETS, SwinTransformer, count_params, create_model, main, param_shapes
+from swinjax.models import PRESETS, SwinTransformer, count_params, create_model, param_shapes
+from swinjax.models.layers import windows
+from swinjax.models.layers.blocks import DropPath, PatchMerging, SwinBlock
+from swinjax.presets import main
 
 # ---------------------------------------------------------------- window geometry (hand-computed)
 
@@ -178,7 +179,7 @@ def test_bfloat16_compute_close_to_float32() -> None:
 
 
 def test_list_presets_cli(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["swinjax.model", "--list"]) == 0
+    assert main(["swinjax.presets"]) == 0
     out = capsys.readouterr().out
     for name in PRESETS:
         assert name in out

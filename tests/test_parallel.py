@@ -18,8 +18,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from swinjax import data, parallel
+from swinjax import data
 from swinjax.config import validate_config
+from swinjax.data import batching
+from swinjax.training import parallel
 from tests.conftest import REPO, make_tiny_config
 
 
@@ -115,14 +117,14 @@ def test_one_device_is_a_one_device_mesh() -> None:
 
 
 def test_check_batch_size_names_a_batch_size_that_works() -> None:
-    parallel.check_batch_size(128, 4)
+    batching.check_batch_size(128, 4)
     with pytest.raises(ValueError, match=r"^batch_size 130 is not divisible by 4 devices; use "):
-        parallel.check_batch_size(130, 4)
+        batching.check_batch_size(130, 4)
     with pytest.raises(ValueError, match=r"--config.batch_size=8$"):
-        parallel.check_batch_size(3, 8)  # smaller than the device count: one row per device
+        batching.check_batch_size(3, 8)  # smaller than the device count: one row per device
     with pytest.raises(ValueError, match="eval_batch_size 5 .* 2 processes; .*eval_batch_size=4"):
-        parallel.check_batch_size(5, 2, key="eval_batch_size", unit="processes")
-    assert [parallel.padded_batch_size(b, 4) for b in (1, 4, 5, 130)] == [4, 4, 8, 132]
+        batching.check_batch_size(5, 2, key="eval_batch_size", unit="processes")
+    assert [batching.padded_batch_size(b, 4) for b in (1, 4, 5, 130)] == [4, 4, 8, 132]
 
 
 def test_each_process_reads_a_disjoint_block_of_every_global_batch() -> None:
@@ -139,7 +141,7 @@ def test_each_process_reads_a_disjoint_block_of_every_global_batch() -> None:
             blocks = [p[step][key] for p in parts]
             assert all(len(b) == 4 for b in blocks)
             np.testing.assert_array_equal(np.concatenate(blocks), batch[key])
-    assert [parallel.process_rows(12, i, 3) for i in range(3)] == [
+    assert [batching.process_rows(12, i, 3) for i in range(3)] == [
         slice(0, 4),
         slice(4, 8),
         slice(8, 12),

@@ -8,20 +8,22 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from swinjax import data, steps
+from swinjax import data
 from swinjax.config import build_model
+from swinjax.training import state as state_lib
+from swinjax.training import steps
 from tests.conftest import make_tiny_config
 
 STEPS = 3
 BATCH = 32
 
 
-def _run(dtype: str) -> tuple[steps.TrainState, list[dict], str, jax.Array, dict]:
+def _run(dtype: str) -> tuple[state_lib.TrainState, list[dict], str, jax.Array, dict]:
     """``STEPS`` train steps from the seed's initial state under ``dtype``: the final state, each
     step's metrics, the first step's StableHLO, logits after training, the initial params."""
     config = make_tiny_config(dtype=dtype)
     split = data.load_split(config, config.train_split)
-    state = steps.create_train_state(config, build_model(config, split), steps_per_epoch=16)
+    state = state_lib.create_train_state(config, build_model(config, split), steps_per_epoch=16)
     initial = jax.device_get(state.params)
     batches = list(data.train_batches(split, BATCH, config.seed, epoch=0))[:STEPS]
     hlo = steps.train_step.lower(state, batches[0]).as_text()

@@ -14,16 +14,11 @@ import pytest
 from flax import traverse_util
 from safetensors.numpy import save_file
 
-from swinjax import pretrained, sources
-from swinjax.convert import CheckpointMismatchError, params_from_timm
-from swinjax.model import param_shapes
-from swinjax.pretrained import (
-    DownloadError,
-    MissingDependencyError,
-    format_report,
-    load_pretrained,
-    load_state_dict,
-)
+from swinjax.errors import CheckpointMismatchError, DownloadError, MissingDependencyError
+from swinjax.models import param_shapes
+from swinjax.weights import load as weights_load
+from swinjax.weights.convert import params_from_timm
+from swinjax.weights.load import format_report, load_pretrained, load_state_dict
 from tests.test_convert import GOLDEN, model_of, state_dict
 
 HUB_MODEL = "timm/swin_tiny_patch4_window7_224.ms_in1k"
@@ -156,12 +151,12 @@ def test_hub_offline_setting_needs_no_probe(monkeypatch, tmp_path, no_network) -
 def test_hub_without_huggingface_hub_names_the_extra(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # `import` raises ImportError
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(sources, "unreachable_hosts", lambda urls: [])  # as if online
+    monkeypatch.setattr(weights_load, "unreachable_hosts", lambda urls: [])  # as if online
     with pytest.raises(MissingDependencyError, match=r"pip install 'swinjax\[hub\]'"):
         load_state_dict(f"hf-hub:{HUB_MODEL}")
 
 
-@pytest.mark.parametrize("suffix", pretrained.TORCH_SUFFIXES)
+@pytest.mark.parametrize("suffix", weights_load.TORCH_SUFFIXES)
 def test_pytorch_file_without_torch_names_the_extra(monkeypatch, tmp_path, suffix: str) -> None:
     monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
     path = tmp_path / f"swin{suffix}"

@@ -17,9 +17,13 @@ import numpy as np
 import optax
 import pytest
 
-from swinjax import augment, optim, param_groups, recipe, search, steps
+from swinjax.augment import transforms
 from swinjax.config import build_model, validate_config
-from swinjax.model import create_model
+from swinjax.models import create_model
+from swinjax.optim import adamw, ema, param_groups, schedules
+from swinjax.sweeps import space
+from swinjax.training import losses, recipe, steps, tta
+from swinjax.training import state as state_lib
 from tests.conftest import REPO, make_tiny_config
 
 MODEL = create_model("tiny_test")
@@ -52,7 +56,7 @@ def _tools_config(**overrides):
 
 
 def _state(**overrides):
-    return steps.create_train_state(_tools_config(**overrides), MODEL, steps_per_epoch=4)
+    return state_lib.create_train_state(_tools_config(**overrides), MODEL, steps_per_epoch=4)
 
 
 # --------------------------------------------------------- existing recipes stay as they were
@@ -62,21 +66,21 @@ def _step_before_recipe_tools(state, batch):
     """``steps._one_train_step`` as it was before the recipe tools existed (commit 3ec1a28)."""
     step_key = jax.random.fold_in(state.rng, state.step)
     aug_key, dropout_key = jax.random.split(step_key)
-    images = augment.augment(aug_key, batch["image"], state.augment_mode, state.crop_padding)
+    images = transforms.augment(aug_key, batch["image"], state.augment_mode, state.crop_padding)
     x = steps._inputs(state, images)
     labels = batch["label"]
 
     def loss_fn(params):
         logits = state.model.apply({"params": params}, x, train=True, rngs={"dropout": dropout_key})
-        loss = steps.cross_entropy(logits, labels, state.hparams["label_smoothing"]).mean()
+        loss = losses.cross_entropy(logits, labels, state.hparams["label_smoothing"]).mean()
         return loss, logits
 
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     grads = jax.tree.map(lambda g, t: g * t.astype(g.dtype), grads, state.trainable)
     grad_norm = optax.tree.norm(grads)
-    grads = optim.clip_by_global_norm(grads, grad_norm, state.hparams["grad_clip_norm"])
-    lr = optim.learning_rate_at(state.step, state.hparams, state.schedule)
-    updates, opt_state = optim.adamw_update(
+    grads = adamw.clip_by_global_norm(grads, grad_norm, state.hparams["grad_clip_norm"])
+    lr = schedules.learning_rate_at(state.step, state.hparams, state.schedule)
+    updates, opt_state = adamw.adamw_update(
         state.tx, state.opt_state, state.params, grads, step=state.step, learning_rate=lr,
         hparams=state.hparams,
     )  # fmt: skip
@@ -84,8 +88,8 @@ def _step_before_recipe_tools(state, batch):
     params = optax.apply_updates(state.params, updates)
     metrics = {
         "loss": loss,
-        "top1": steps.topk_correct(logits, labels, 1).mean(),
-        "top5": steps.topk_correct(logits, labels, 5).mean(),
+        "top1": losses.topk_correct(logits, labels, 1).mean(),
+        "top5": losses.topk_correct(logits, labels, 5).mean(),
         "learning_rate": lr,
         "grad_norm": grad_norm,
     }
@@ -95,9 +99,9 @@ def _step_before_recipe_tools(state, batch):
 
 def test_keras_example_train_step_is_unchanged_bitwise() -> None:
     config = _experiment("keras_example")
-    state = steps.create_train_state(config, create_model(config.model), steps_per_epoch=10)
+    state = state_lib.create_train_state(config, create_model(config.model), steps_per_epoch=10)
     assert state.recipe == recipe.Recipe() and state.ema_params is None
-    assert set(state.hparams) == set(steps.HPARAM_KEYS)  # the tools' arrays are absent too
+    assert set(state.hparams) == set(adamw.HPARAM_KEYS)  # the tools' arrays are absent too
     batch = _batch(n=4, size=32)
     want_state, want = jax.jit(_step_before_recipe_tools)(state, batch)
     got_state, got = steps.train_step(state, batch)
@@ -135,9 +139,9 @@ def test_ema_is_the_bias_corrected_average_of_the_steps() -> None:
 def test_ema_update_is_accurate_near_one() -> None:
     p0, p1 = {"w": jnp.float32(1.0)}, {"w": jnp.float32(3.0)}
     for d in (0.9, 0.9999):
-        first = recipe.ema_update(p0, p1, jnp.int32(1), jnp.float32(d))
+        first = ema.ema_update(p0, p1, jnp.int32(1), jnp.float32(d))
         np.testing.assert_array_equal(first["w"], 3.0)  # d_1 = 0: the first step's params
-        second = recipe.ema_update(p1, p0, jnp.int32(2), jnp.float32(d))
+        second = ema.ema_update(p1, p0, jnp.int32(2), jnp.float32(d))
         np.testing.assert_allclose(second["w"], (d * 3.0 + 1.0) / (1 + d), rtol=1e-6)
 
 
@@ -162,13 +166,13 @@ def test_sweep_over_tool_strengths_compiles_train_step_once() -> None:
 
 def test_population_sweeps_need_the_same_tools_on() -> None:
     config = _tools_config(num_epochs=2)
-    config.sweep = search.default_sweep_config()
+    config.sweep = space.default_sweep_config()
     config.sweep.execution = "population"
     config.sweep.grid = {"ema_decay": [0.9, 0.999], "mixup_alpha": [0.2, 0.8]}
-    search.validate_sweep(*search.split_config(config))
+    space.validate_sweep(*space.split_config(config))
     config.sweep.grid = {"ema_decay": [0.0, 0.999]}
     with pytest.raises(ValueError, match="turn different recipe tools on or off"):
-        search.validate_sweep(*search.split_config(config))
+        space.validate_sweep(*space.split_config(config))
 
 
 # ---------------------------------------------------------------------------- TTA
@@ -176,7 +180,7 @@ def test_population_sweeps_need_the_same_tools_on() -> None:
 
 def test_tta_scores_average_the_views_softmaxes() -> None:
     logits_VBK = jax.random.normal(jax.random.key(0), (3, 5, 7)) * 3
-    scores = steps.tta_scores(logits_VBK)
+    scores = tta.tta_scores(logits_VBK)
     want = jnp.mean(jax.nn.softmax(logits_VBK), axis=0)
     np.testing.assert_allclose(jax.nn.softmax(scores), want, rtol=1e-5)
     np.testing.assert_allclose(jnp.exp(scores), want, rtol=1e-5)
@@ -194,8 +198,8 @@ def test_tta_shift_beyond_the_image_fails_before_compiling() -> None:
 def test_tta_views_are_image_mirror_and_their_moves() -> None:
     x = jax.random.normal(jax.random.key(2), (2, 6, 5, 3))
     flip = x[:, :, ::-1]
-    np.testing.assert_array_equal(steps.tta_views(x), jnp.stack([x, flip]))
-    views = steps.tta_views(x, 2)
+    np.testing.assert_array_equal(tta.tta_views(x), jnp.stack([x, flip]))
+    views = tta.tta_views(x, 2)
     assert views.shape == (6, 2, 6, 5, 3)
     for k, image in ((2, x), (4, flip)):
         # moved by (-2, -2): pixel (i, j) shows (i + 2, j + 2); by (+2, +2): (i - 2, j - 2)
@@ -204,28 +208,28 @@ def test_tta_views_are_image_mirror_and_their_moves() -> None:
         # the edges are mirrored (reflect padding): row -1 is row 1
         np.testing.assert_array_equal(views[k + 1][:, 1, 2:], image[:, 1, :3])
     with pytest.raises(ValueError, match="tta shift 5: must be >= 0 and below the image size"):
-        steps.tta_views(x, 5)
+        tta.tta_views(x, 5)
 
 
 @pytest.mark.parametrize("shift", [0, 1])
 def test_eval_step_tta_scores_the_views(shift) -> None:
-    state = steps.create_train_state(make_tiny_config(), MODEL, steps_per_epoch=4)
+    state = state_lib.create_train_state(make_tiny_config(), MODEL, steps_per_epoch=4)
     batch = _batch()
     got = steps.eval_step(state, batch, tta=True, tta_shift=shift)
     x = steps._inputs(state, batch["image"])
     logits_VBK = jnp.stack(
-        [state.model.apply({"params": state.params}, v) for v in steps.tta_views(x, shift)]
+        [state.model.apply({"params": state.params}, v) for v in tta.tta_views(x, shift)]
     )
     assert logits_VBK.shape[0] == (6 if shift else 2)
-    scores = steps.tta_scores(logits_VBK)
+    scores = tta.tta_scores(logits_VBK)
     labels = batch["label"]
     np.testing.assert_allclose(
-        got["loss"], steps.cross_entropy(scores, labels, 0.1).sum(), rtol=1e-5
+        got["loss"], losses.cross_entropy(scores, labels, 0.1).sum(), rtol=1e-5
     )
-    np.testing.assert_allclose(got["top1"], steps.topk_correct(scores, labels, 1).sum())
+    np.testing.assert_allclose(got["top1"], losses.topk_correct(scores, labels, 1).sum())
     plain = steps.eval_step(state, batch)
     np.testing.assert_allclose(
-        plain["loss"], steps.cross_entropy(logits_VBK[0], labels, 0.1).sum(), rtol=1e-5
+        plain["loss"], losses.cross_entropy(logits_VBK[0], labels, 0.1).sum(), rtol=1e-5
     )
     assert float(plain["loss"]) != float(got["loss"])
 
@@ -242,7 +246,7 @@ def _hp(warmup=4.0, total=14.0, low=0.0):
     }
 
 
-_lr = jax.jit(steps.learning_rate_at, static_argnums=2)
+_lr = jax.jit(schedules.learning_rate_at, static_argnums=2)
 
 
 def test_warmup_linear_schedule() -> None:

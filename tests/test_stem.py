@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from swinjax import param_groups, stem
 from swinjax.config import validate_config
-from swinjax.model import PRESETS, create_model
+from swinjax.models import PRESETS, create_model, stem
+from swinjax.optim import param_groups
 from tests.conftest import make_tiny_config
 
 

@@ -16,9 +16,11 @@ import optax
 import pytest
 from flax import traverse_util
 
-from swinjax import steps
 from swinjax.config import base_config
-from swinjax.model import create_model
+from swinjax.models import create_model
+from swinjax.optim import adamw, schedules
+from swinjax.training import losses, steps
+from swinjax.training import state as state_lib
 from tests.conftest import make_tiny_config
 
 MODEL = create_model("tiny_test")
@@ -40,7 +42,9 @@ def _config(**overrides):
 
 
 def _state(steps_per_epoch=STEPS_PER_EPOCH, **overrides):
-    return steps.create_train_state(_config(**overrides), MODEL, steps_per_epoch=steps_per_epoch)
+    return state_lib.create_train_state(
+        _config(**overrides), MODEL, steps_per_epoch=steps_per_epoch
+    )
 
 
 def _dropout_key(state, step=0):
@@ -57,7 +61,7 @@ def _jit_grads(params, dropout_key, batch, smoothing):
     def loss_fn(p):
         x = batch["image"].astype(jnp.float32) / 255.0
         logits = MODEL.apply({"params": p}, x, train=True, rngs={"dropout": dropout_key})
-        return steps.cross_entropy(logits, batch["label"], smoothing).mean()
+        return losses.cross_entropy(logits, batch["label"], smoothing).mean()
 
     return jax.grad(loss_fn)(params)
 
@@ -83,7 +87,7 @@ def test_label_smoothing_loss_by_hand() -> None:
         targets = np.eye(3)[labels] * (1 - s) + s / 3
         logp = np.asarray(jax.nn.log_softmax(logits))
         expected = -(targets * logp).sum(-1)
-        got = steps.cross_entropy(logits, jnp.asarray(labels), jnp.float32(s))
+        got = losses.cross_entropy(logits, jnp.asarray(labels), jnp.float32(s))
         np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
@@ -93,16 +97,16 @@ def test_topk_matches_numpy() -> None:
     order = np.argsort(-logits, axis=1)
     for k in (1, 3, 5):
         expected = (order[:, :k] == labels[:, None]).any(1)
-        np.testing.assert_array_equal(steps.topk_correct(logits, labels, k), expected)
+        np.testing.assert_array_equal(losses.topk_correct(logits, labels, k), expected)
     # Fewer than 5 classes: top-5 is min(5, K) = all of them; a NaN logit row is never correct.
     three = jnp.array([[0.1, 0.2, 0.3], [np.nan, 0.0, 0.0]])
-    np.testing.assert_array_equal(steps.topk_correct(three, jnp.array([0, 0]), 5), [1.0, 0.0])
+    np.testing.assert_array_equal(losses.topk_correct(three, jnp.array([0, 0]), 5), [1.0, 0.0])
 
 
 def test_decay_mask_spares_biases_norms_and_position_tables() -> None:
     model = create_model("keras_example", patch_norm=True)  # ape and every kind of leaf
     params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
-    flat = traverse_util.flatten_dict(steps.decay_mask(params), sep="/")
+    flat = traverse_util.flatten_dict(adamw.decay_mask(params), sep="/")
     assert flat["layers_0/blocks_0/attn/qkv/kernel"] and flat["patch_embed/proj/kernel"]
     assert flat["layers_1/downsample/reduction/kernel"] and flat["head/fc/kernel"]
     assert flat["layers_0/blocks_0/mlp/fc1/kernel"]
@@ -115,15 +119,15 @@ def test_decay_mask_spares_biases_norms_and_position_tables() -> None:
         "layers_0/blocks_0/attn/relative_position_bias_table",
     ):
         assert not flat[name], name
-    assert all(jax.tree.leaves(steps.decay_mask(params, decay_all=True)))
+    assert all(jax.tree.leaves(adamw.decay_mask(params, decay_all=True)))
 
 
 @pytest.mark.parametrize("decay_all", [False, True])
 def test_zero_gradient_step_is_pure_decoupled_decay(decay_all) -> None:
     # Keras' AdamW: p -= lr * wd * p. With zero gradients Adam's part is 0 / (0 + eps) = 0.
     config = _config(decay_all=decay_all)
-    tx = steps.make_optimizer(config)
-    assert tx is steps.make_optimizer(_config(decay_all=decay_all, learning_rate=5.0))
+    tx = adamw.make_optimizer(config)
+    assert tx is adamw.make_optimizer(_config(decay_all=decay_all, learning_rate=5.0))
     params = jax.eval_shape(MODEL.init, jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"]
     params = jax.tree.map(lambda s: jnp.full(s.shape, 2.0, s.dtype), params)
     opt_state = tx.init(params)
@@ -132,7 +136,7 @@ def test_zero_gradient_step_is_pure_decoupled_decay(decay_all) -> None:
     zeros = jax.tree.map(jnp.zeros_like, params)
     updates, _ = jax.jit(tx.update, compiler_options=FAST_COMPILE)(zeros, opt_state, params)
     new = optax.apply_updates(params, updates)
-    mask = steps.decay_mask(params, decay_all=decay_all)
+    mask = adamw.decay_mask(params, decay_all=decay_all)
     for m, p in zip(jax.tree.leaves(mask), jax.tree.leaves(new), strict=True):
         np.testing.assert_allclose(p, 2.0 * (1 - 0.1 * 0.5) if m else 2.0, rtol=1e-6)
     flat = traverse_util.flatten_dict(new, sep="/")
@@ -142,7 +146,7 @@ def test_zero_gradient_step_is_pure_decoupled_decay(decay_all) -> None:
 def test_weight_decay_applies_only_where_masked() -> None:
     # The same train_step with and without weight decay: exactly the masked leaves differ.
     state = _state(weight_decay=0.5)
-    mask = steps.decay_mask(state.params)
+    mask = adamw.decay_mask(state.params)
     no_decay = _state(weight_decay=0.0)
     batch = _batch()
     with_wd, _ = steps.train_step(state, batch)  # donates state
@@ -164,14 +168,14 @@ def test_warmup_cosine_schedule() -> None:
         "warmup_steps": jnp.float32(4),
         "total_steps": jnp.float32(14),
     }
-    lr = [float(steps.learning_rate_at(jnp.int32(s), hp, "warmup_cosine")) for s in range(16)]
+    lr = [float(schedules.learning_rate_at(jnp.int32(s), hp, "warmup_cosine")) for s in range(16)]
     np.testing.assert_allclose(lr[:4], [0.25, 0.5, 0.75, 1.0])
     np.testing.assert_allclose(lr[4], 1.0)
     np.testing.assert_allclose(lr[9], 0.1 + 0.9 * 0.5, atol=1e-6)  # half-way through the cosine
     np.testing.assert_allclose(lr[14:], 0.1, atol=1e-6)  # the end, and held after it
-    assert float(steps.learning_rate_at(jnp.int32(7), hp, "constant")) == 1.0
+    assert float(schedules.learning_rate_at(jnp.int32(7), hp, "constant")) == 1.0
     no_warmup = {**hp, "warmup_steps": jnp.float32(0)}
-    assert float(steps.learning_rate_at(jnp.int32(0), no_warmup, "warmup_cosine")) == 1.0
+    assert float(schedules.learning_rate_at(jnp.int32(0), no_warmup, "warmup_cosine")) == 1.0
 
 
 def test_sweep_values_do_not_recompile_train_step() -> None:
@@ -188,7 +192,7 @@ def test_sweep_values_do_not_recompile_train_step() -> None:
         state = _state(**overrides)
         assert all(v.shape == () and v.dtype == jnp.float32 for v in state.hparams.values())
         assert jax.dtypes.issubdtype(state.rng.dtype, jax.dtypes.prng_key)
-        expected_lr = steps.learning_rate_at(state.step, state.hparams, state.schedule)
+        expected_lr = schedules.learning_rate_at(state.step, state.hparams, state.schedule)
         state, metrics = steps.train_step(state, batch)
         assert float(metrics["learning_rate"]) == float(expected_lr)
         np.testing.assert_allclose(
@@ -202,7 +206,7 @@ def test_sweep_values_do_not_recompile_train_step() -> None:
 def test_same_seed_same_run_bitwise() -> None:
     batch = _batch()
     a, b = _state(seed=5), _state(seed=5)
-    c = steps.create_train_state(_config(seed=0), MODEL, jax.random.key(5), steps_per_epoch=10)
+    c = state_lib.create_train_state(_config(seed=0), MODEL, jax.random.key(5), steps_per_epoch=10)
     for _ in range(2):
         a, _ = steps.train_step(a, batch)
         b, _ = steps.train_step(b, batch)
@@ -248,8 +252,8 @@ def test_eval_step_sums_only_real_rows() -> None:
     masked = steps.eval_step(state, padded)
     assert float(full["count"]) == 8 and float(masked["count"]) == 3
     logits, labels = steps.predict(state, batch["image"]), batch["label"]
-    loss = steps.cross_entropy(logits, labels, 0.1)
-    top1, top5 = steps.topk_correct(logits, labels, 1), steps.topk_correct(logits, labels, 5)
+    loss = losses.cross_entropy(logits, labels, 0.1)
+    top1, top5 = losses.topk_correct(logits, labels, 1), losses.topk_correct(logits, labels, 5)
     for k, per_example in (("loss", loss), ("top1", top1), ("top5", top5)):
         np.testing.assert_allclose(full[k], per_example.sum(), rtol=1e-5)
         np.testing.assert_allclose(masked[k], per_example[:3].sum(), rtol=1e-5)
@@ -273,27 +277,27 @@ def test_eval_step_sums_only_real_rows() -> None:
 )
 def test_bad_optimizer_config(key, value, message) -> None:
     with pytest.raises(ValueError, match=_escape(message)):
-        steps.validate_optim_config(_config(**{key: value}))
+        adamw.validate_optim_config(_config(**{key: value}))
 
 
 def test_bad_config_fails_before_compiling() -> None:
     def compiled():
-        return steps._init_jit._cache_size() + steps._init_jit_cpu._cache_size()
+        return state_lib._init_jit._cache_size() + state_lib._init_jit_cpu._cache_size()
 
     before = compiled()
     with pytest.raises(ValueError, match="config.warmup_epochs=1.0: has no effect with sched"):
-        steps.create_train_state(
+        state_lib.create_train_state(
             _config(schedule="constant", warmup_epochs=1.0), MODEL, steps_per_epoch=10
         )
     with pytest.raises(ValueError, match="steps_per_epoch must be >= 1"):
-        steps.create_train_state(_config(), MODEL, steps_per_epoch=0)
+        state_lib.create_train_state(_config(), MODEL, steps_per_epoch=0)
     config = _config()
     del config["adam_eps"]
     with pytest.raises(ValueError, match=r"config lacks \['adam_eps'\]"):
-        steps.create_train_state(config, MODEL, steps_per_epoch=10)
+        state_lib.create_train_state(config, MODEL, steps_per_epoch=10)
     assert compiled() == before
-    assert set(steps.OPTIM_KEYS) <= set(base_config())
-    steps.validate_optim_config(base_config())
+    assert set(adamw.OPTIM_KEYS) <= set(base_config())
+    adamw.validate_optim_config(base_config())
 
 
 def test_check_finite() -> None:
@@ -311,14 +315,14 @@ def test_step_is_optax_adamw_with_clipping() -> None:
     plain = _state(learning_rate=lr, weight_decay=wd)
     clipped = _state(learning_rate=lr, weight_decay=wd, grad_clip_norm=clip)
     grads = _grads(plain, batch)  # the same for both: same seed, same step
-    adamw = optax.adamw(lr, weight_decay=wd, eps=eps, mask=steps.decay_mask)
+    reference = optax.adamw(lr, weight_decay=wd, eps=eps, mask=adamw.decay_mask)
 
     @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
     def by_optax(params, grads):
         def step(tx):
             return optax.apply_updates(params, tx.update(grads, tx.init(params), params)[0])
 
-        return step(adamw), step(optax.chain(optax.clip_by_global_norm(clip), adamw))
+        return step(reference), step(optax.chain(optax.clip_by_global_norm(clip), reference))
 
     expected = by_optax(plain.params, grads)
     # The clip has an effect the comparison can see.
@@ -338,7 +342,7 @@ def test_keras_epsilon_matches_keras_adamw_formula() -> None:
     state = _state(learning_rate=lr, weight_decay=wd, adam_eps=eps, adam_eps_keras=True)
     batch = _batch()
     grads = _grads(state, batch)
-    mask = steps.decay_mask(state.params)
+    mask = adamw.decay_mask(state.params)
     alpha = lr * math.sqrt(1 - b2) / (1 - b1)
 
     def keras(p, g, m):

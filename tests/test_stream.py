@@ -1,6 +1,6 @@
-"""Streaming pipeline (swinjax.stream) and host preprocessing (swinjax.preprocess), on real tfds
-directories built here (tests/tfds_fixture.py) and a tfds ImageFolder: the same examples as the
-in-memory split, exact resume, process blocks, evaluation padding, crop geometry."""
+"""Streaming pipeline (swinjax.data.stream) and host preprocessing (swinjax.data.preprocess), on
+real tfds directories built here (tests/tfds_fixture.py) and a tfds ImageFolder: the same examples
+as the in-memory split, exact resume, process blocks, evaluation padding, crop geometry."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from swinjax import data, stream
-from swinjax.preprocess import HostPreprocess, center_view, rrc_window, train_image
+from swinjax import data, errors
+from swinjax.data import stream
+from swinjax.data.preprocess import HostPreprocess, center_view, rrc_window, train_image
 from tests import tfds_fixture
 from tests.conftest import REPO
 
@@ -124,8 +125,8 @@ def test_resume_with_random_resized_crops_is_bitwise(tfds_dir_factory) -> None:
 
 DIGEST = """
 import hashlib, sys, tensorflow_datasets as tfds
-from swinjax import stream
-from swinjax.preprocess import HostPreprocess
+from swinjax.data import stream
+from swinjax.data.preprocess import HostPreprocess
 builder = tfds.builder(sys.argv[1], data_dir=sys.argv[2])
 split = stream.open_split(builder, "train", num_shards=2, host_preprocess=HostPreprocess((16, 16)))
 digest = hashlib.sha256()
@@ -244,7 +245,7 @@ def test_open_split_rejects_bad_input(tiny, tfds_dir_factory) -> None:
     for spec in ("validation", "train[:", "train[300:]"):
         with pytest.raises(ValueError, match=re.escape(f"split {spec!r}")):
             stream.open_split(builder, spec)
-    with pytest.raises(data.InvalidSplitError, match="too few for 8 non-empty shards"):
+    with pytest.raises(errors.InvalidSplitError, match="too few for 8 non-empty shards"):
         stream.open_split(builder, "test[:5]", num_shards=8)
     with pytest.raises(ValueError, match="num_shards must be"):
         stream.open_split(builder, "train", num_shards=0)

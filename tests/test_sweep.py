@@ -16,32 +16,33 @@ import jax
 import numpy as np
 import pytest
 
-from swinjax import search, steps, sweep
+from swinjax.sweeps import runner, space
+from swinjax.training import steps
 from tests.conftest import REPO, make_tiny_config
 
 
 def _config(grid=None, execution="sequential", **overrides):
     config = make_tiny_config(num_epochs=1, test_split="", **overrides)
-    config.sweep = search.default_sweep_config()
+    config.sweep = space.default_sweep_config()
     config.sweep.grid = grid if grid is not None else {"learning_rate": [1e-3, 3e-3]}
     config.sweep.execution = execution
     return config
 
 
 def _lines(workdir):
-    return [json.loads(line) for line in (workdir / sweep.RESULTS_FILE).read_text().splitlines()]
+    return [json.loads(line) for line in (workdir / runner.RESULTS_FILE).read_text().splitlines()]
 
 
 def _spy_train_points(monkeypatch):
     """Records the points of every train_points call (and still trains them)."""
     calls = []
-    real = sweep.train_points
+    real = runner.train_points
 
     def spy(base, points, execution, log):
         calls.append([dict(p) for p in points])
         return real(base, points, execution, log)
 
-    monkeypatch.setattr(sweep, "train_points", spy)
+    monkeypatch.setattr(runner, "train_points", spy)
     return calls
 
 
@@ -50,16 +51,16 @@ def _spy_train_points(monkeypatch):
 
 def test_grid_expands_to_the_cartesian_product_in_sorted_key_order() -> None:
     config = _config({"weight_decay": [0.0, 0.1], "learning_rate": [1e-3, 3e-3, 1e-2]})
-    base, spec = search.split_config(config)
-    search.validate_sweep(base, spec)
-    points = search.expand(spec)
+    base, spec = space.split_config(config)
+    space.validate_sweep(base, spec)
+    points = space.expand(spec)
     assert points == [
         {"learning_rate": lr, "weight_decay": wd} for lr in (1e-3, 3e-3, 1e-2) for wd in (0.0, 0.1)
     ]
     assert "sweep" not in base and "sweep" in config  # the training config stays as it was
-    c = search.point_config(base, points[3])
+    c = space.point_config(base, points[3])
     assert (c.learning_rate, c.weight_decay) == (3e-3, 0.1)
-    assert search.point_id({"a": 1, "b": [2, 3]}) == search.point_id({"b": (2, 3), "a": 1.0})
+    assert space.point_id({"a": 1, "b": [2, 3]}) == space.point_id({"b": (2, 3), "a": 1.0})
 
 
 def test_random_sampling_is_a_pure_function_of_the_sweep_seed() -> None:
@@ -74,9 +75,9 @@ def test_random_sampling_is_a_pure_function_of_the_sweep_seed() -> None:
         }
         config.sweep.num_samples = 12
         config.sweep.seed = seed
-        base, spec = search.split_config(config)
-        search.validate_sweep(base, spec)
-        return search.expand(spec)
+        base, spec = space.split_config(config)
+        space.validate_sweep(base, spec)
+        return space.expand(spec)
 
     a, b, other = points(0), points(0), points(1)
     assert a == b and a != other
@@ -127,22 +128,22 @@ def test_bad_sweep_configs_fail_before_anything_runs(tmp_path, fields, message) 
         config.sweep[key] = value
     workdir = tmp_path / "sweep"
     with pytest.raises(ValueError, match=_escape(message)):
-        sweep.run_sweep(config, workdir)
+        runner.run_sweep(config, workdir)
     assert not workdir.exists()
 
 
 def test_a_sweep_needs_a_validation_split(tmp_path) -> None:
     with pytest.raises(ValueError, match="config.val_split is empty"):
-        sweep.run_sweep(_config(val_split=""), tmp_path / "sweep")
+        runner.run_sweep(_config(val_split=""), tmp_path / "sweep")
 
 
 def test_unknown_sweep_field_and_missing_section(tmp_path) -> None:
     config = _config()
     config.sweep.excution = "population"
     with pytest.raises(ValueError, match="sweep.excution: unknown field; did you mean 'execution'"):
-        sweep.run_sweep(config, tmp_path)
+        runner.run_sweep(config, tmp_path)
     with pytest.raises(ValueError, match="the config has no `sweep` section"):
-        sweep.run_sweep(make_tiny_config(), tmp_path)
+        runner.run_sweep(make_tiny_config(), tmp_path)
 
 
 def test_cli_reports_a_bad_sweep_config_with_status_2(tmp_path) -> None:
@@ -159,7 +160,7 @@ def test_cli_reports_a_bad_sweep_config_with_status_2(tmp_path) -> None:
 def test_rerun_skips_finished_points_and_runs_only_new_ones(tmp_path, monkeypatch) -> None:
     calls = _spy_train_points(monkeypatch)
     messages = []
-    results = sweep.run_sweep(_config(), tmp_path, log=messages.append)
+    results = runner.run_sweep(_config(), tmp_path, log=messages.append)
     assert calls == [[{"learning_rate": 1e-3}], [{"learning_rate": 3e-3}]]
     first = _lines(tmp_path)
     assert [r["point"] for r in first] == [{"learning_rate": 1e-3}, {"learning_rate": 3e-3}]
@@ -172,46 +173,46 @@ def test_rerun_skips_finished_points_and_runs_only_new_ones(tmp_path, monkeypatc
         (r["best_val_top1"] for r in first), reverse=True
     )
     assert (tmp_path / "sweep.png").stat().st_size > 0
-    assert (tmp_path / sweep.CONFIG_FILE).is_file()
+    assert (tmp_path / runner.CONFIG_FILE).is_file()
     assert "val_top1" in messages[-1]  # the summary table
 
     # The same sweep again: nothing trains, nothing is appended.
     calls.clear()
     messages.clear()
-    again = sweep.run_sweep(_config(progress_bar=True), tmp_path, log=messages.append)
+    again = runner.run_sweep(_config(progress_bar=True), tmp_path, log=messages.append)
     assert calls == [] and len(_lines(tmp_path)) == 2
     assert "skipping 2 of 2 points already in" in messages[0]
     assert again == results
 
     # One more value: only it trains.
     grid = {"learning_rate": [1e-3, 3e-3, 1e-2]}
-    sweep.run_sweep(_config(grid), tmp_path, log=messages.append)
+    runner.run_sweep(_config(grid), tmp_path, log=messages.append)
     assert calls == [[{"learning_rate": 1e-2}]]
     assert [r["point"]["learning_rate"] for r in _lines(tmp_path)] == [1e-3, 3e-3, 1e-2]
 
 
 def test_a_workdir_of_another_base_config_is_refused(tmp_path, monkeypatch) -> None:
-    sweep.run_sweep(_config({"learning_rate": [1e-3]}), tmp_path)
+    runner.run_sweep(_config({"learning_rate": [1e-3]}), tmp_path)
     with pytest.raises(ValueError, match=r"different base config \(weight_decay: 0.0001 -> 0.05\)"):
-        sweep.run_sweep(_config({"learning_rate": [1e-3]}, weight_decay=0.05), tmp_path)
+        runner.run_sweep(_config({"learning_rate": [1e-3]}, weight_decay=0.05), tmp_path)
     assert len(_lines(tmp_path)) == 1
     # A different base value of the swept key itself is fine: every point overrides it.
     calls = _spy_train_points(monkeypatch)
-    sweep.run_sweep(_config({"learning_rate": [1e-3]}, learning_rate=0.5), tmp_path)
+    runner.run_sweep(_config({"learning_rate": [1e-3]}, learning_rate=0.5), tmp_path)
     assert calls == []
 
 
 def test_population_matches_sequential(tmp_path, monkeypatch) -> None:
     grid = {"learning_rate": [1e-3, 4e-3], "seed": [0, 1]}
-    seq = sweep.run_sweep(_config(grid), tmp_path / "seq")
+    seq = runner.run_sweep(_config(grid), tmp_path / "seq")
     calls = _spy_train_points(monkeypatch)
     config = _config(grid, "population")
     config.sweep.population_size = 2
-    pop = sweep.run_sweep(config, tmp_path / "pop")
+    pop = runner.run_sweep(config, tmp_path / "pop")
     assert [len(c) for c in calls] == [2, 2]  # two populations of two (one compiled program)
-    by_point = {search.point_id(r["point"]): r for r in seq}
+    by_point = {space.point_id(r["point"]): r for r in seq}
     for p in pop:
-        s = by_point[search.point_id(p["point"])]
+        s = by_point[space.point_id(p["point"])]
         assert (p["execution"], p["population_size"]) == ("population", 2)
         assert p["steps"] == s["steps"] == 16
         for hp, hs in zip(p["history"], s["history"], strict=True):
@@ -228,7 +229,7 @@ def test_three_learning_rates_compile_train_step_once(tmp_path, caplog) -> None:
     config = _config({"learning_rate": [1e-3, 3e-3, 1e-2]}, batch_size=72)
     before = steps.train_step._cache_size()
     with jax.log_compiles(True), caplog.at_level(logging.WARNING):
-        results = sweep.run_sweep(config, tmp_path)
+        results = runner.run_sweep(config, tmp_path)
     assert len(results) == 3 and all(r["steps"] == 1080 // 72 for r in results)
     assert steps.train_step._cache_size() - before == 1
     compiles = [r.getMessage() for r in caplog.records]
@@ -246,12 +247,12 @@ def test_a_diverging_point_is_recorded_and_the_others_go_on(tmp_path, monkeypatc
         return state, metrics
 
     monkeypatch.setattr(steps, "train_step", nan_for_large_lr)
-    results = sweep.run_sweep(_config(), tmp_path)
+    results = runner.run_sweep(_config(), tmp_path)
     ok, bad = results  # the diverged point ranks last
     assert ok["status"] == "ok" and ok["point"] == {"learning_rate": 1e-3}
     assert bad["status"] == "diverged" and bad["diverged_at_step"] == 6
     assert bad["best_val_top1"] is None and bad["final_loss"] is None and bad["history"] == []
-    assert "NaN" not in (tmp_path / sweep.RESULTS_FILE).read_text()  # strict JSON
+    assert "NaN" not in (tmp_path / runner.RESULTS_FILE).read_text()  # strict JSON
 
 
 def _escape(message: str) -> str:

@@ -13,16 +13,19 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from swinjax import checkpoint, data, steps, train
+from swinjax import data, errors
 from swinjax import eval as eval_cli
 from swinjax.config import build_model
+from swinjax.optim import schedules
+from swinjax.training import checkpoint, steps, trainer
+from swinjax.training import state as state_lib
 from tests.conftest import REPO, make_tiny_config
 
 
 def _params_of(workdir, step=None):
     config = checkpoint.load_config(workdir)
     split = data.load_split(config, config.train_split)
-    template = steps.create_train_state(config, build_model(config, split), steps_per_epoch=1)
+    template = state_lib.create_train_state(config, build_model(config, split), steps_per_epoch=1)
     ckpt = checkpoint.Checkpointer(workdir, read_only=True)
     state, meta = (
         ckpt.restore(step, template) if step is not None else ckpt.restore_latest(template)
@@ -31,7 +34,7 @@ def _params_of(workdir, step=None):
 
 
 def test_two_epochs_write_checkpoints_metrics_and_plots(tmp_path, tiny_config) -> None:
-    result = train.train_and_evaluate(tiny_config, tmp_path)
+    result = trainer.train_and_evaluate(tiny_config, tmp_path)
     assert result["epoch"] == 2 and result["step"] == 2 * (1080 // 64)
     assert result["test"]["num_examples"] == 300
     for name in ("config.json", "metrics.jsonl", "history.png", "test_samples.png"):
@@ -58,12 +61,12 @@ def test_two_epochs_write_checkpoints_metrics_and_plots(tmp_path, tiny_config) -
 
 def test_interrupt_and_resume_equals_uninterrupted(tmp_path, tiny_config) -> None:
     straight = tmp_path / "straight"
-    train.train_and_evaluate(tiny_config, straight)
+    trainer.train_and_evaluate(tiny_config, straight)
     resumed = tmp_path / "resumed"
-    first = train.train_and_evaluate(make_tiny_config(max_steps=21), resumed)  # mid epoch 2
+    first = trainer.train_and_evaluate(make_tiny_config(max_steps=21), resumed)  # mid epoch 2
     assert first["step"] == 21 and first["stopped_by"] == "max_steps"
     assert checkpoint.Checkpointer(resumed, read_only=True).all_steps()[-1] == 21
-    train.train_and_evaluate(tiny_config, resumed)
+    trainer.train_and_evaluate(tiny_config, resumed)
     a, meta_a = _params_of(straight)
     b, meta_b = _params_of(resumed)
     assert int(a.step) == int(b.step) == 32 and meta_a == meta_b
@@ -89,11 +92,11 @@ def _tools_config(**overrides):
 
 def test_resume_with_recipe_tools_equals_uninterrupted(tmp_path, capsys) -> None:
     straight = tmp_path / "straight"
-    train.train_and_evaluate(_tools_config(), straight)
+    trainer.train_and_evaluate(_tools_config(), straight)
     resumed = tmp_path / "resumed"
-    first = train.train_and_evaluate(_tools_config(max_steps=21), resumed)  # mid epoch 2
+    first = trainer.train_and_evaluate(_tools_config(max_steps=21), resumed)  # mid epoch 2
     assert first["step"] == 21
-    train.train_and_evaluate(_tools_config(), resumed)
+    trainer.train_and_evaluate(_tools_config(), resumed)
     a, _ = _params_of(straight)
     b, _ = _params_of(resumed)
     assert a.ema_params is not None and int(a.step) == int(b.step) == 32
@@ -131,18 +134,18 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path, tiny_config, monkeypatch) -> 
             yield batch
 
     monkeypatch.setattr(data, "train_batches", batches_then_signal)
-    result = train.train_and_evaluate(tiny_config, tmp_path)
+    result = trainer.train_and_evaluate(tiny_config, tmp_path)
     assert result["stopped_by"] == "SIGTERM"
     steps_saved = checkpoint.Checkpointer(tmp_path, read_only=True).all_steps()
     assert steps_saved and 1 <= steps_saved[-1] < 16  # saved where it stopped, mid epoch 1
     assert signal.getsignal(signal.SIGTERM) is not None  # the handler was put back
     monkeypatch.setattr(data, "train_batches", real)
-    final = train.train_and_evaluate(tiny_config, tmp_path)  # resumes to the end
+    final = trainer.train_and_evaluate(tiny_config, tmp_path)  # resumes to the end
     assert final["step"] == 32 and "test" in final
 
 
 def test_corrupted_latest_checkpoint_falls_back(tmp_path, tiny_config) -> None:
-    train.train_and_evaluate(tiny_config, tmp_path)
+    trainer.train_and_evaluate(tiny_config, tmp_path)
     latest = tmp_path / "checkpoints" / "32" / "state"
     for f in latest.rglob("*"):
         if f.is_file():
@@ -150,14 +153,14 @@ def test_corrupted_latest_checkpoint_falls_back(tmp_path, tiny_config) -> None:
     reports = []
     config = checkpoint.load_config(tmp_path)
     split = data.load_split(config, config.train_split)
-    template = steps.create_train_state(config, build_model(config, split), steps_per_epoch=1)
+    template = state_lib.create_train_state(config, build_model(config, split), steps_per_epoch=1)
     state, meta = checkpoint.Checkpointer(tmp_path).restore_latest(template, report=reports.append)
     assert int(state.step) == 16 and meta["epoch"] == 1
     assert len(reports) == 1 and "checkpoints/32 is unreadable" in reports[0]
 
 
 def test_nan_stops_training_and_keeps_the_best(tmp_path, tiny_config, monkeypatch) -> None:
-    train.train_and_evaluate(make_tiny_config(num_epochs=1), tmp_path)
+    trainer.train_and_evaluate(make_tiny_config(num_epochs=1), tmp_path)
     before = checkpoint.Checkpointer(tmp_path, read_only=True).all_steps()
     real = steps.train_step
 
@@ -169,32 +172,32 @@ def test_nan_stops_training_and_keeps_the_best(tmp_path, tiny_config, monkeypatc
 
     monkeypatch.setattr(steps, "train_step", nan_after_20)
     with pytest.raises(FloatingPointError, match="non-finite metrics at step 21"):
-        train.train_and_evaluate(tiny_config, tmp_path)
+        trainer.train_and_evaluate(tiny_config, tmp_path)
     ckpt = checkpoint.Checkpointer(tmp_path, read_only=True)
     assert ckpt.all_steps() == before == [16] and ckpt.best_step() == 16
 
 
 def test_bad_config_and_workdir_fail_before_training(tmp_path, tiny_config) -> None:
     with pytest.raises(ValueError, match="config.model='swin_z' is not a preset"):
-        train.train_and_evaluate(make_tiny_config(model="swin_z"), tmp_path / "a")
+        trainer.train_and_evaluate(make_tiny_config(model="swin_z"), tmp_path / "a")
     with pytest.raises(ValueError, match="config.batch_size must be >= 1"):
-        train.train_and_evaluate(make_tiny_config(batch_size=0), tmp_path / "b")
+        trainer.train_and_evaluate(make_tiny_config(batch_size=0), tmp_path / "b")
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("precious")
     with pytest.raises(ValueError, match="exists and is not a directory"):
-        train.train_and_evaluate(tiny_config, not_a_dir)
+        trainer.train_and_evaluate(tiny_config, not_a_dir)
     assert not_a_dir.read_text() == "precious"
-    with pytest.raises(data.DatasetNotFoundError):
-        train.train_and_evaluate(
+    with pytest.raises(errors.DatasetNotFoundError):
+        trainer.train_and_evaluate(
             make_tiny_config(dataset="cifar100", data_dir=str(tmp_path)), tmp_path / "c"
         )
     assert not (tmp_path / "c").exists()  # nothing written before the data is there
 
 
 def test_other_runs_workdir_is_refused(tmp_path, tiny_config) -> None:
-    train.train_and_evaluate(make_tiny_config(num_epochs=1), tmp_path)
+    trainer.train_and_evaluate(make_tiny_config(num_epochs=1), tmp_path)
     with pytest.raises(ValueError, match=r"different config \(learning_rate: 0.002 -> 0.1\)"):
-        train.train_and_evaluate(make_tiny_config(learning_rate=0.1), tmp_path)
+        trainer.train_and_evaluate(make_tiny_config(learning_rate=0.1), tmp_path)
 
 
 def test_eval_scores_every_example_and_reports_json(tmp_path, tiny_config, capsys) -> None:
@@ -208,7 +211,7 @@ def test_eval_scores_every_example_and_reports_json(tmp_path, tiny_config, capsy
             eval_batch_size=16,
             augment="seed_exact",
         )
-        train.train_and_evaluate(config, tmp_path / "run")
+        trainer.train_and_evaluate(config, tmp_path / "run")
         assert (
             eval_cli.main(["swinjax.eval", "--ckpt", str(tmp_path / "run"), "--split", "test"]) == 0
         )
@@ -224,15 +227,15 @@ def test_train_and_eval_on_a_tfds_dir_built_by_tfds(tmp_path, tiny_tfds_dir, mon
     num_val = spec.train_examples // 10
     num_train = spec.train_examples - num_val
     evaluated = []
-    real_evaluate = train.evaluation.evaluate
+    real_evaluate = trainer.evaluation.evaluate
 
     def recording_evaluate(state, split, *args, **kwargs):
         result = real_evaluate(state, split, *args, **kwargs)
         evaluated.append((split.name, result["num_examples"]))
         return result
 
-    monkeypatch.setattr(train.evaluation, "evaluate", recording_evaluate)
-    result = train.train_and_evaluate(config, tmp_path / "run")
+    monkeypatch.setattr(trainer.evaluation, "evaluate", recording_evaluate)
+    result = trainer.train_and_evaluate(config, tmp_path / "run")
     steps_per_epoch = num_train // config.batch_size
     assert result["epoch"] == 2 and result["step"] == 2 * steps_per_epoch
     val_name, test_name = f"{spec.name}:train[90%:]", f"{spec.name}:test"
@@ -250,7 +253,7 @@ def test_train_and_eval_on_a_tfds_dir_built_by_tfds(tmp_path, tiny_tfds_dir, mon
 def test_eval_cli_bad_paths_exit_2(tmp_path, tiny_config) -> None:
     assert eval_cli.main(["swinjax.eval", "--ckpt", str(tmp_path / "missing")]) == 2
     assert eval_cli.main(["swinjax.eval", "--ckpt", str(tmp_path)]) == 2  # exists, not a workdir
-    train.train_and_evaluate(make_tiny_config(num_epochs=1), tmp_path / "run")
+    trainer.train_and_evaluate(make_tiny_config(num_epochs=1), tmp_path / "run")
     assert (
         eval_cli.main(["swinjax.eval", "--ckpt", str(tmp_path / "run" / "checkpoints" / "99")]) == 2
     )
@@ -291,11 +294,11 @@ def test_train_cli_end_to_end(tmp_path) -> None:
 def test_extending_a_finished_run_replans_the_schedule(tmp_path, capsys) -> None:
     """num_epochs 2 -> 4 on a finished warmup_cosine run: epochs 3-4 train at the learning rate
     of a 4-epoch schedule (not at min_lr), and the run says so at start."""
-    first = train.train_and_evaluate(make_tiny_config(), tmp_path)  # 2 epochs, 32 steps
+    first = trainer.train_and_evaluate(make_tiny_config(), tmp_path)  # 2 epochs, 32 steps
     assert first["step"] == 32
     capsys.readouterr()
     longer = make_tiny_config(num_epochs=4)
-    result = train.train_and_evaluate(longer, tmp_path)
+    result = trainer.train_and_evaluate(longer, tmp_path)
     out = capsys.readouterr().out
     assert "re-planned for 64 steps (was 32)" in out
     assert result["step"] == 64 and result["epoch"] == 4 and "test" in result
@@ -305,7 +308,7 @@ def test_extending_a_finished_run_replans_the_schedule(tmp_path, capsys) -> None
     assert logged  # every log_every_steps=4 steps
     hparams = dict(state.hparams)
     for r in logged:  # metrics of step s report the learning rate of optimizer step s - 1
-        want = steps.learning_rate_at(jax.numpy.int32(r["step"] - 1), hparams, "warmup_cosine")
+        want = schedules.learning_rate_at(jax.numpy.int32(r["step"] - 1), hparams, "warmup_cosine")
         np.testing.assert_allclose(r["learning_rate"], float(want), rtol=1e-6)
     assert max(r["learning_rate"] for r in logged) > 0.4 * longer.learning_rate  # not min_lr
 
@@ -313,13 +316,13 @@ def test_extending_a_finished_run_replans_the_schedule(tmp_path, capsys) -> None
 def test_config_json_and_other_keys_on_resume(tmp_path) -> None:
     """Keys that do not change the computation may differ on a re-run; the saved config then
     holds the new values. A key that changes the computation is refused, naming it."""
-    train.train_and_evaluate(make_tiny_config(num_epochs=1), tmp_path)
-    train.train_and_evaluate(make_tiny_config(num_epochs=1, log_every_steps=3), tmp_path)
+    trainer.train_and_evaluate(make_tiny_config(num_epochs=1), tmp_path)
+    trainer.train_and_evaluate(make_tiny_config(num_epochs=1, log_every_steps=3), tmp_path)
     assert checkpoint.load_config(tmp_path).log_every_steps == 3
     with pytest.raises(ValueError, match=r"model_kwargs.embed_dim: None -> 32"):
         config = make_tiny_config(num_epochs=1)
         config.model_kwargs.embed_dim = 32
-        train.train_and_evaluate(config, tmp_path)
+        trainer.train_and_evaluate(config, tmp_path)
 
 
 def _records(workdir, kind):

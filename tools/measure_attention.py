@@ -32,8 +32,8 @@ w   N   h:d   small          matmul         dot_product
 7   49  8:8   1061.7         370.4          446.9
 ==  ==  ====  =============  =============  =============
 
-Hence ``swinjax.kernels``' rule: elementwise for N <= 16 and N * d <= 288, matrix products
-otherwise (the reference set's ``jax.nn.dot_product_attention`` is, on the CPU, about the
+Hence ``swinjax.models.layers.kernel_sets``' rule: elementwise for N <= 16 and N * d <= 288, matrix
+products otherwise (the reference set's ``jax.nn.dot_product_attention`` is, on the CPU, about the
 matmul formulation's speed).
 """
 
@@ -46,7 +46,8 @@ import time
 import jax
 import jax.numpy as jnp
 
-from swinjax import attention, runtime
+from swinjax import runtime
+from swinjax.models.layers import attention
 
 FORMULATIONS = {
     "small": attention.small_window_attention,

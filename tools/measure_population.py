@@ -20,11 +20,13 @@ import time
 
 import jax
 
-from swinjax import data, population, runtime, steps
+from swinjax import data, runtime
 from swinjax.config import base_config, build_model
+from swinjax.training import population, steps
+from swinjax.training import state as state_lib
 
 
-def _states(args: argparse.Namespace) -> tuple[list[steps.TrainState], data.Split]:
+def _states(args: argparse.Namespace) -> tuple[list[state_lib.TrainState], data.Split]:
     config = base_config()
     config.update(
         model=args.model,
@@ -40,7 +42,7 @@ def _states(args: argparse.Namespace) -> tuple[list[steps.TrainState], data.Spli
     states = []
     for i in range(args.k):
         config.learning_rate, config.seed = 1e-3 * 2**i, i
-        states.append(steps.create_train_state(config, model, steps_per_epoch=4))
+        states.append(state_lib.create_train_state(config, model, steps_per_epoch=4))
     return states, split
 
 

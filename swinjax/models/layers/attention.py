@@ -1,0 +1,137 @@
+"""Attention inside windows, as functions of per-window queries, keys and values.
+
+Three formulations of the same math (``tests/test_kernels.py`` checks they agree, values and
+gradients):
+
+- :func:`matmul_attention`: two batched matrix products per window and head, the textbook form;
+  right for windows of many tokens (Swin-T's 7 x 7 = 49).
+- :func:`small_window_attention`: for windows of a few tokens (the Keras example's 2 x 2 = 4),
+  where Bw * heads matrix products of 4 x 8 x 4 run as slow batched GEMMs and XLA transposes
+  around them. Every query/key pair is an elementwise product summed over the head dimension,
+  and the backward pass is written out by hand (``jax.custom_vjp``) so that XLA fuses each
+  gradient into one loop over the (Bw, N, N, h) pairs, reading the saved q, k, v and
+  probabilities, instead of materialising broadcast copies of q and k.
+- :func:`dot_product_attention`: ``jax.nn.dot_product_attention`` (the ``reference`` kernel set,
+  :mod:`swinjax.models.layers.kernel_sets`), the per-window term passed as its additive ``bias``; it
+  has no dropout of the probabilities, so with attention dropout it is :func:`matmul_attention`.
+
+Shapes: ``q/k/v_BwNhd`` (batch * windows, tokens, heads, head dim), ``add_wNNh`` the additive
+logit term (relative position bias plus shifted-window mask) for each of the nW windows of an
+image, ``scale_BwNNh`` the dropout multiplier of the probabilities (0 or 1 / keep; None: no
+dropout). Queries come pre-scaled. Logits and softmax are float32; outputs have v's dtype.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def _add_per_window(logits_BwNNh: jax.Array, add_wNNh: jax.Array) -> jax.Array:
+    Bw, N, M, h = logits_BwNNh.shape
+    nW = add_wNNh.shape[0]
+    return (logits_BwNNh.reshape(Bw // nW, nW, N, M, h) + add_wNNh).reshape(Bw, N, M, h)
+
+
+def _probabilities(q_BwNhd: jax.Array, k_BwNhd: jax.Array, add_wNNh: jax.Array) -> jax.Array:
+    logits = jnp.sum(q_BwNhd[:, :, None] * k_BwNhd[:, None], axis=-1, dtype=jnp.float32)
+    return jax.nn.softmax(_add_per_window(logits, add_wNNh), axis=2)
+
+
+@jax.custom_vjp
+def _small(q_BwNhd, k_BwNhd, v_BwNhd, add_wNNh, scale_BwNNh):
+    return _small_fwd(q_BwNhd, k_BwNhd, v_BwNhd, add_wNNh, scale_BwNNh)[0]
+
+
+def _small_fwd(q_BwNhd, k_BwNhd, v_BwNhd, add_wNNh, scale_BwNNh):
+    p_BwNNh = _probabilities(q_BwNhd, k_BwNhd, add_wNNh)
+    a_BwNNh = (p_BwNNh * scale_BwNNh).astype(v_BwNhd.dtype)
+    out = jnp.sum(a_BwNNh[..., None] * v_BwNhd[:, None], axis=2)
+    return out, (q_BwNhd, k_BwNhd, v_BwNhd, p_BwNNh, scale_BwNNh, add_wNNh.shape[0])
+
+
+def _small_bwd(residuals, g_BwNhd):
+    q, k, v, p, scale, nW = residuals  # (Bw, N, h, d) x3, (Bw, N, N, h) x2
+    g = g_BwNhd
+    # out[b, n] = sum_m a[b, n, m] v[b, m]  (per head)
+    da = jnp.sum(g[:, :, None] * v[:, None], axis=-1, dtype=jnp.float32)  # (Bw, N, N, h)
+    a = (p * scale).astype(v.dtype)
+    dv = jnp.sum(a[..., None] * g[:, :, None], axis=1, dtype=jnp.float32)  # over queries n
+    dp = da * scale
+    dlogits = p * (dp - jnp.sum(p * dp, axis=2, keepdims=True))
+    dl = dlogits.astype(q.dtype)
+    dq = jnp.sum(dl[..., None] * k[:, None], axis=2, dtype=jnp.float32)  # over keys m
+    dk = jnp.sum(dl[..., None] * q[:, :, None], axis=1, dtype=jnp.float32)  # over queries n
+    Bw, N, M, h = dlogits.shape
+    dadd = jnp.sum(dlogits.reshape(Bw // nW, nW, N, M, h), axis=0)
+    dscale = p * da
+    return (
+        dq.astype(q.dtype),
+        dk.astype(k.dtype),
+        dv.astype(v.dtype),
+        dadd,
+        dscale.astype(scale.dtype),
+    )
+
+
+_small.defvjp(_small_fwd, _small_bwd)
+
+
+def small_window_attention(
+    q_BwNhd: jax.Array,
+    k_BwNhd: jax.Array,
+    v_BwNhd: jax.Array,
+    add_wNNh: jax.Array,
+    scale_BwNNh: jax.Array | None = None,
+) -> jax.Array:
+    """softmax(q k^T + add) (times the dropout scale) v, per window and head: (Bw, N, H, D)."""
+    if scale_BwNNh is None:
+        scale_BwNNh = jnp.ones((), jnp.float32)
+    Bw, N, h, _ = q_BwNhd.shape
+    scale_BwNNh = jnp.broadcast_to(scale_BwNNh.astype(jnp.float32), (Bw, N, N, h))
+    return _small(q_BwNhd, k_BwNhd, v_BwNhd, add_wNNh.astype(jnp.float32), scale_BwNNh)
+
+
+def matmul_attention(
+    q_BwNhd: jax.Array,
+    k_BwNhd: jax.Array,
+    v_BwNhd: jax.Array,
+    add_wNNh: jax.Array,
+    scale_BwNNh: jax.Array | None = None,
+) -> jax.Array:
+    """The same function as :func:`small_window_attention`, by batched matrix products."""
+    logits = jnp.einsum("bnhd,bmhd->bhnm", q_BwNhd, k_BwNhd).astype(jnp.float32)
+    Bw, h, N, M = logits.shape
+    nW = add_wNNh.shape[0]
+    add_whNN = add_wNNh.astype(jnp.float32).transpose(0, 3, 1, 2)
+    logits = (logits.reshape(Bw // nW, nW, h, N, M) + add_whNN).reshape(Bw, h, N, M)
+    attn = jax.nn.softmax(logits, axis=-1)
+    if scale_BwNNh is not None:
+        attn = attn * scale_BwNNh.astype(jnp.float32).transpose(0, 3, 1, 2)
+    return jnp.einsum("bhnm,bmhd->bnhd", attn.astype(v_BwNhd.dtype), v_BwNhd)
+
+
+def dot_product_attention(
+    q_BwNhd: jax.Array,
+    k_BwNhd: jax.Array,
+    v_BwNhd: jax.Array,
+    add_wNNh: jax.Array,
+    scale_BwNNh: jax.Array | None = None,
+) -> jax.Array:
+    """The same function through ``jax.nn.dot_product_attention`` (JAX's default implementation:
+    XLA's, in jax 0.10).
+
+    Its layout (B, T, N, H) is ours (Bw, N, h, d); its ``bias`` must broadcast to (Bw, h, N, N),
+    so a term that differs between the nW windows of an image (the shifted-window mask) is
+    broadcast over the images first. Queries come pre-scaled (``scale=1``). Attention dropout
+    (``scale_BwNNh``) is not one of its arguments: then :func:`matmul_attention` computes it.
+    """
+    if scale_BwNNh is not None:
+        return matmul_attention(q_BwNhd, k_BwNhd, v_BwNhd, add_wNNh, scale_BwNNh)
+    Bw, N, h, _ = q_BwNhd.shape
+    nW = add_wNNh.shape[0]
+    bias_whNN = add_wNNh.astype(jnp.float32).transpose(0, 3, 1, 2)
+    if nW == 1:  # (1, h, N, N) broadcasts over the windows
+        return jax.nn.dot_product_attention(q_BwNhd, k_BwNhd, v_BwNhd, bias=bias_whNN, scale=1.0)
+    bias_BwhNN = jnp.broadcast_to(bias_whNN, (Bw // nW, nW, h, N, N)).reshape(Bw, h, N, N)
+    return jax.nn.dot_product_attention(q_BwNhd, k_BwNhd, v_BwNhd, bias=bias_BwhNN, scale=1.0)

@@ -1,0 +1,356 @@
+"""Swin Transformer building blocks as Flax linen modules (static shapes, NHWC).
+
+Module and parameter names mirror timm's ``SwinTransformer`` (``patch_embed/proj``,
+``layers_i/blocks_j/attn/qkv``, ``mlp/fc1``, ``downsample/reduction``, ...) so that converting a
+PyTorch state dict is a rename table plus transposes (see :mod:`swinjax.weights.convert`). The
+modules' ``kernels`` field (:mod:`swinjax.models.layers.kernel_sets`) chooses the formulations of
+Dense, GELU, dropout and attention they trace; it changes no parameter and no dropout mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.ad_checkpoint import checkpoint_name
+
+from swinjax.models.layers import kernel_sets, windows
+from swinjax.models.layers.dropout import Dropout, drop, dropout_scale
+from swinjax.models.layers.linear import tokens_2d
+from swinjax.models.layers.windows import Pair
+
+Dtype = Any
+LN_EPS = 1e-5  # PyTorch's and Keras' LayerNorm epsilon (flax's default is 1e-6)
+DROP_PATH_MODES = ("sample", "element")
+WEIGHT_INITS = ("timm", "keras")
+# Rematerialisation of the Swin blocks (SwinStage.remat), jax.checkpoint policies: "blocks" keeps
+# the outputs of a block's linear layers (qkv, proj, fc1, fc2: named LINEAR_OUT, because the cpu
+# kernels' matrix products sit inside a custom VJP, where dots_saveable does not see them) and
+# recomputes the rest (norms, attention cores, GELU, dropout) in the backward pass; "full" keeps
+# only each block's input and recomputes the whole block, matrix products included.
+LINEAR_OUT = "linear_out"
+REMAT_POLICIES = {
+    "none": None,
+    "blocks": jax.checkpoint_policies.save_only_these_names(LINEAR_OUT),
+    "full": jax.checkpoint_policies.nothing_saveable,
+}
+
+
+def dense_init(weight_init: str) -> nn.initializers.Initializer:
+    """Kernel initializer of linear layers: timm's trunc-normal(0.02) or Keras' Glorot uniform."""
+    if weight_init == "keras":
+        return nn.initializers.glorot_uniform()
+    return nn.initializers.truncated_normal(stddev=0.02)
+
+
+def layer_norm(name: str, dtype: Dtype, param_dtype: Dtype) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=LN_EPS, dtype=dtype, param_dtype=param_dtype, name=name)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth on a residual branch.
+
+    ``mode="sample"`` (the paper's): each sample's whole branch is dropped with probability
+    ``rate`` and survivors are scaled by 1 / (1 - rate). ``mode="element"`` reproduces the Keras
+    example, which applied ordinary element-wise dropout to the branch instead.
+    Needs the ``dropout`` rng collection when not deterministic.
+    """
+
+    rate: float
+    mode: str = "sample"
+    kernels: str = "auto"
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, deterministic: bool) -> jnp.ndarray:
+        if deterministic or self.rate == 0.0:
+            return x
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1) if self.mode == "sample" else x.shape
+        fused = kernel_sets.get(self.kernels).fused_dropout
+        return drop(x, self.make_rng("dropout"), self.rate, shape, fused)
+
+
+class Mlp(nn.Module):
+    """fc1 -> exact GELU -> dropout -> fc2 -> dropout, on (tokens, C) rows."""
+
+    hidden_dim: int
+    drop: float = 0.0
+    weight_init: str = "timm"
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    kernels: str = "auto"
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, deterministic: bool) -> jnp.ndarray:
+        ks = kernel_sets.get(self.kernels)
+        dense = dict(
+            kernel_init=dense_init(self.weight_init), dtype=self.dtype, param_dtype=self.param_dtype
+        )
+        shape = x.shape
+        x = tokens_2d(x)
+        x = checkpoint_name(ks.dense(self.hidden_dim, name="fc1", **dense)(x), LINEAR_OUT)
+        x = ks.gelu(x)
+        x = Dropout(self.drop, fused=ks.fused_dropout)(x, deterministic=deterministic)
+        x = checkpoint_name(ks.dense(shape[-1], name="fc2", **dense)(x), LINEAR_OUT)
+        x = Dropout(self.drop, fused=ks.fused_dropout)(x, deterministic=deterministic)
+        return x.reshape(shape)
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside windows, with a learned relative position bias.
+
+    Input ``x_BwNC``: (B * nW, N, C) tokens of nW windows of N = wh * ww tokens each. ``mask_wNN``
+    (a numpy constant, or None) is added to the logits of window w of every image.
+    """
+
+    num_heads: int
+    window: Pair
+    qkv_bias: bool = True
+    attn_drop: float = 0.0
+    proj_drop: float = 0.0
+    weight_init: str = "timm"
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    kernels: str = "auto"  # the attention formulation: kernels.KernelSet.attention
+
+    @nn.compact
+    def __call__(
+        self, x_BwNC: jnp.ndarray, mask_wNN: np.ndarray | None, deterministic: bool
+    ) -> jnp.ndarray:
+        ks = kernel_sets.get(self.kernels)
+        Bw, N, C = x_BwNC.shape
+        heads = self.num_heads
+        head_dim = C // heads
+        wh, ww = self.window
+        table_init = (
+            nn.initializers.zeros
+            if self.weight_init == "keras"
+            else nn.initializers.truncated_normal(stddev=0.02)
+        )
+        table_Th = self.param(
+            "relative_position_bias_table",
+            table_init,
+            ((2 * wh - 1) * (2 * ww - 1), heads),
+            self.param_dtype,
+        )
+        dense = dict(
+            kernel_init=dense_init(self.weight_init), dtype=self.dtype, param_dtype=self.param_dtype
+        )
+
+        qkv = ks.dense(3 * C, use_bias=self.qkv_bias, name="qkv", **dense)(tokens_2d(x_BwNC))
+        qkv = checkpoint_name(qkv, LINEAR_OUT)
+        qkv = qkv.reshape(Bw, N, 3, heads, head_dim)
+        q_BwNhd, k_BwNhd, v_BwNhd = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        q_BwNhd = q_BwNhd * jnp.asarray(head_dim**-0.5, q_BwNhd.dtype)
+        index_NN = windows.relative_position_index(self.window)
+        bias_NNh = jnp.take(table_Th, index_NN.reshape(-1), axis=0).reshape(N, N, heads)
+        add_wNNh = bias_NNh.astype(jnp.float32)[None]
+        if mask_wNN is not None:
+            add_wNNh = add_wNNh + mask_wNN[..., None]
+        scale_BwNNh = None
+        if not deterministic and self.attn_drop > 0.0:
+            scale_BwNNh = dropout_scale(
+                self.make_rng("dropout"), self.attn_drop, (Bw, N, N, heads), fused=ks.fused_dropout
+            )
+        out = ks.attention(N, head_dim)(q_BwNhd, k_BwNhd, v_BwNhd, add_wNNh, scale_BwNNh)
+        out = ks.dense(C, name="proj", **dense)(out.reshape(Bw * N, C))
+        out = checkpoint_name(out, LINEAR_OUT)
+        out = Dropout(self.proj_drop, fused=ks.fused_dropout)(out, deterministic=deterministic)
+        return out.reshape(Bw, N, C)
+
+
+class SwinBlock(nn.Module):
+    """(Shifted-)window attention and MLP, each pre-norm with a residual: (B, H, W, C) in and out.
+
+    ``window`` and ``shift`` are the stage's values after :func:`windows.clamp_window`.
+    """
+
+    num_heads: int
+    window: Pair
+    shift: Pair
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    drop: float = 0.0
+    attn_drop: float = 0.0
+    drop_path: float = 0.0
+    drop_path_mode: str = "sample"
+    weight_init: str = "timm"
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    kernels: str = "auto"
+
+    @nn.compact
+    def __call__(self, x_BHWC: jnp.ndarray, deterministic: bool) -> jnp.ndarray:
+        B, H, W, C = x_BHWC.shape
+        shifted = any(self.shift)
+        mask = windows.shifted_window_mask((H, W), self.window, self.shift) if shifted else None
+
+        y = layer_norm("norm1", self.dtype, self.param_dtype)(x_BHWC)
+        if shifted:
+            y = jnp.roll(y, (-self.shift[0], -self.shift[1]), axis=(1, 2))
+        y_BwNC = windows.window_partition(y, self.window)
+        y_BwNC = WindowAttention(
+            self.num_heads,
+            self.window,
+            self.qkv_bias,
+            self.attn_drop,
+            self.drop,
+            self.weight_init,
+            self.dtype,
+            self.param_dtype,
+            self.kernels,
+            name="attn",
+        )(y_BwNC, mask, deterministic)
+        y = windows.window_reverse(y_BwNC, self.window, H, W)
+        if shifted:
+            y = jnp.roll(y, self.shift, axis=(1, 2))
+        drop_path = DropPath(self.drop_path, self.drop_path_mode, self.kernels)
+        x_BHWC = x_BHWC + drop_path(y, deterministic)
+
+        y = layer_norm("norm2", self.dtype, self.param_dtype)(x_BHWC)
+        y = Mlp(
+            int(C * self.mlp_ratio),
+            self.drop,
+            self.weight_init,
+            self.dtype,
+            self.param_dtype,
+            self.kernels,
+            name="mlp",
+        )(y, deterministic)
+        drop_path = DropPath(self.drop_path, self.drop_path_mode, self.kernels)  # DropPath_1
+        return x_BHWC + drop_path(y, deterministic)
+
+
+class PatchMerging(nn.Module):
+    """2x2 neighbourhood -> one token: (B, H, W, C) -> (B, H/2, W/2, out_dim).
+
+    Channels are concatenated in the paper's order x[0::2, 0::2], x[1::2, 0::2], x[0::2, 1::2],
+    x[1::2, 1::2], then LayerNorm (optional: the Keras example has none) and a bias-free linear
+    4C -> out_dim.
+    """
+
+    out_dim: int
+    norm: bool = True
+    weight_init: str = "timm"
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    kernels: str = "auto"
+
+    @nn.compact
+    def __call__(self, x_BHWC: jnp.ndarray) -> jnp.ndarray:
+        B, H, W, C = x_BHWC.shape
+        x = x_BHWC.reshape(B, H // 2, 2, W // 2, 2, C)  # (b, i, row parity, j, col parity, c)
+        x = x.transpose(0, 1, 3, 4, 2, 5).reshape(B, H // 2, W // 2, 4 * C)
+        if self.norm:
+            x = layer_norm("norm", self.dtype, self.param_dtype)(x)
+        y = kernel_sets.get(self.kernels).dense(
+            self.out_dim,
+            use_bias=False,
+            kernel_init=dense_init(self.weight_init),
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="reduction",
+        )(tokens_2d(x))
+        return y.reshape(B, H // 2, W // 2, self.out_dim)
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches -> tokens: a conv with kernel = stride = patch, then LayerNorm.
+
+    (B, H, W, in_chans) -> (B, H/p, W/p, embed_dim). A dense layer on flattened p x p x C
+    patches (the Keras example) is the same function.
+    """
+
+    patch_size: Pair
+    embed_dim: int
+    norm: bool = True
+    weight_init: str = "timm"
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, images_BHWC: jnp.ndarray) -> jnp.ndarray:
+        if self.weight_init == "keras":  # Glorot over the flattened patch, as a Dense layer sees it
+            kernel_init = nn.initializers.variance_scaling(
+                1.0, "fan_avg", "uniform", in_axis=(0, 1, 2), out_axis=3
+            )
+        else:
+            kernel_init = nn.initializers.lecun_normal()
+        x = nn.Conv(
+            self.embed_dim,
+            self.patch_size,
+            strides=self.patch_size,
+            padding="VALID",
+            kernel_init=kernel_init,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="proj",
+        )(images_BHWC)
+        if self.norm:
+            x = layer_norm("norm", self.dtype, self.param_dtype)(x)
+        return x
+
+
+class SwinStage(nn.Module):
+    """One stage: optional patch merging at its start (timm layout), then ``depth`` blocks.
+
+    Blocks alternate regular (even j) and shifted (odd j) windows. ``drop_paths`` holds one rate
+    per block. ``remat`` (a key of :data:`REMAT_POLICIES`) rematerialises each block
+    (``nn.remat``: the parameter names and values are unchanged).
+    """
+
+    dim: int
+    depth: int
+    downsample: bool
+    num_heads: int
+    window: Pair
+    shift: Pair
+    drop_paths: Sequence[float]
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    drop: float = 0.0
+    attn_drop: float = 0.0
+    drop_path_mode: str = "sample"
+    merge_norm: bool = True
+    weight_init: str = "timm"
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    kernels: str = "auto"
+    remat: str = "none"
+
+    @nn.compact
+    def __call__(self, x_BHWC: jnp.ndarray, deterministic: bool) -> jnp.ndarray:
+        if self.downsample:
+            x_BHWC = PatchMerging(
+                self.dim,
+                self.merge_norm,
+                self.weight_init,
+                self.dtype,
+                self.param_dtype,
+                self.kernels,
+                name="downsample",
+            )(x_BHWC)
+        block = SwinBlock
+        if self.remat != "none":  # deterministic (argument 2, counting self) is a Python bool
+            block = nn.remat(SwinBlock, static_argnums=(2,), policy=REMAT_POLICIES[self.remat])
+        for j in range(self.depth):
+            x_BHWC = block(
+                self.num_heads,
+                self.window,
+                self.shift if j % 2 else (0, 0),
+                self.mlp_ratio,
+                self.qkv_bias,
+                self.drop,
+                self.attn_drop,
+                self.drop_paths[j],
+                self.drop_path_mode,
+                self.weight_init,
+                self.dtype,
+                self.param_dtype,
+                self.kernels,
+                name=f"blocks_{j}",
+            )(x_BHWC, deterministic)
+        return x_BHWC

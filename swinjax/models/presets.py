@@ -1,0 +1,152 @@
+"""The preset table (every architecture number in one place), ``create_model`` and the counts
+``python -m swinjax.presets`` prints (parameters, forward GFLOPs).
+
+    model = create_model("swin_t", num_classes=100)     # any SwinTransformer field overridden
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from swinjax.errors import ConfigError
+from swinjax.models.layers import windows
+from swinjax.models.swin import SwinTransformer
+
+# One table for every architecture number. Small-image presets (32x32) follow the Swin setting of
+# the small-dataset literature: patch 2, window 4, embed 96, depths (2, 6, 4), heads (3, 6, 12),
+# MLP ratio 2.
+PRESETS: dict[str, dict[str, Any]] = {
+    "keras_example": dict(
+        img_size=32,
+        patch_size=2,
+        num_classes=100,
+        embed_dim=64,
+        depths=(2, 0),
+        num_heads=(8, 8),
+        window_size=2,
+        mlp_ratio=4.0,
+        qkv_bias=True,
+        drop_rate=0.03,
+        attn_drop_rate=0.03,
+        drop_path_rate=0.03,
+        ape=True,
+        patch_norm=False,
+        pos_drop_rate=0.0,
+        merge_norm=False,
+        final_norm=False,
+        drop_path_mode="element",
+        drop_path_schedule="constant",
+        weight_init="keras",
+    ),
+    "swin_t": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.2),
+    "swin_s": dict(
+        embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.3
+    ),
+    "swin_b": dict(
+        embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), drop_path_rate=0.5
+    ),
+    "swin_l": dict(
+        embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48), drop_path_rate=0.5
+    ),
+    "swin_cifar_t": dict(
+        img_size=32,
+        patch_size=2,
+        num_classes=100,
+        embed_dim=96,
+        depths=(2, 6, 4),
+        num_heads=(3, 6, 12),
+        window_size=4,
+        mlp_ratio=2.0,
+        drop_path_rate=0.1,
+    ),
+    "swin_cifar_s": dict(
+        img_size=32,
+        patch_size=2,
+        num_classes=100,
+        embed_dim=128,
+        depths=(2, 6, 4),
+        num_heads=(4, 8, 16),
+        window_size=4,
+        mlp_ratio=2.0,
+        drop_path_rate=0.2,
+    ),
+    # A few thousand parameters, for tests and one-minute demos.
+    "tiny_test": dict(
+        img_size=16,
+        patch_size=2,
+        num_classes=10,
+        embed_dim=16,
+        depths=(2, 2),
+        num_heads=(2, 4),
+        window_size=4,
+        mlp_ratio=2.0,
+        drop_path_rate=0.1,
+    ),
+}
+
+
+def create_model(name: str, **overrides: Any) -> SwinTransformer:
+    """A preset by name, with any field overridden (``create_model("swin_t", num_classes=100)``)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
+    fields = {f.name for f in dataclasses.fields(SwinTransformer)} - {"parent", "name"}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], fields, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(
+            f"unknown SwinTransformer field(s) {unknown}; {hint}valid: {sorted(fields)}"
+        )
+    kwargs = {**PRESETS[name], **overrides}
+    for key in ("depths", "num_heads", "stem_channels", "stem_strides"):
+        if key in kwargs:
+            kwargs[key] = tuple(int(v) for v in kwargs[key])
+    for key in ("img_size", "patch_size", "window_size"):
+        if not isinstance(kwargs.get(key, 0), int):
+            kwargs[key] = tuple(int(v) for v in kwargs[key])
+    for key in ("dtype", "param_dtype"):
+        if isinstance(kwargs.get(key), str):
+            kwargs[key] = jnp.dtype(kwargs[key])
+    return SwinTransformer(**kwargs)
+
+
+def param_shapes(model: SwinTransformer) -> Any:
+    """The parameter pytree as ShapeDtypeStructs, without allocating anything."""
+    img = windows.to_pair(model.img_size)
+    x = jax.ShapeDtypeStruct((1, *img, model.in_chans), jnp.float32)
+    return jax.eval_shape(model.init, jax.random.key(0), x)["params"]
+
+
+def count_params(params: Any) -> int:
+    return sum(math.prod(p.shape) for p in jax.tree.leaves(params))
+
+
+def forward_gflops(model: SwinTransformer) -> float:
+    """Forward GFLOPs per image, from XLA's cost analysis of the lowered (uncompiled) program."""
+    img = windows.to_pair(model.img_size)
+    x = jax.ShapeDtypeStruct((1, *img, model.in_chans), jnp.float32)
+    params = param_shapes(model)
+    lowered = jax.jit(lambda p, v: model.apply({"params": p}, v)).lower(params, x)
+    cost = lowered.cost_analysis()
+    if isinstance(cost, list | tuple):
+        cost = cost[0]
+    return float(cost["flops"]) / 1e9
+
+
+def list_presets() -> str:
+    """A table of every preset: image size, classes, parameters and forward GFLOPs per image."""
+    lines = [f"{'preset':<14} {'image':>7} {'classes':>7} {'params':>12} {'GFLOPs/img':>11}"]
+    for name in PRESETS:
+        model = create_model(name)
+        img = windows.to_pair(model.img_size)
+        lines.append(
+            f"{name:<14} {img[0]:>3}x{img[1]:<3} {model.num_classes:>7} "
+            f"{count_params(param_shapes(model)):>12,} {forward_gflops(model):>11.3f}"
+        )
+    return "\n".join(lines)

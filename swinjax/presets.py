@@ -1,0 +1,29 @@
+"""The model presets: ``python -m swinjax.presets`` prints every preset of
+:data:`swinjax.models.PRESETS` with its image size, classes, parameters and forward GFLOPs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from absl import flags
+
+from swinjax import cli
+from swinjax.models.presets import list_presets
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+    del fv  # no flags of its own
+
+
+def main(argv: list[str]) -> int:
+    """``python -m swinjax.presets``; returns the exit status."""
+    return cli.main(argv, define_flags, _work)
+
+
+def _work(fv: Any) -> None:
+    print(list_presets())
+
+
+if __name__ == "__main__":
+    cli.run_program(main)

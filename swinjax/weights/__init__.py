@@ -1,0 +1,25 @@
+"""Pretrained weights: conversion between timm's / the official Swin's PyTorch layout and swinjax
+parameters, both ways (:mod:`.convert`), timm's resampling of tensors for a model of another size
+(:mod:`.resample`), and reading them from files and the Hugging Face Hub (:mod:`.load`).
+
+May import: :mod:`swinjax.models` (parameter shapes, stage geometry), :mod:`swinjax.network`,
+:mod:`swinjax.errors`; not data, training or the programs.
+"""
+
+from swinjax.weights.convert import (
+    LoadReport,
+    convert_checkpoint,
+    params_from_timm,
+    params_to_timm,
+)
+from swinjax.weights.load import format_report, load_pretrained, load_state_dict
+
+__all__ = [
+    "LoadReport",
+    "convert_checkpoint",
+    "format_report",
+    "load_pretrained",
+    "load_state_dict",
+    "params_from_timm",
+    "params_to_timm",
+]
