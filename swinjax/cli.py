@@ -41,6 +41,8 @@ Work = Callable[[flags.FlagValues], Any]
 # The module of ml_collections that resolves a --config.KEY override against the loaded config:
 # an unknown key raises AttributeError or KeyError there.
 _OVERRIDE_RESOLVER = "ml_collections.config_flags.config_path"
+# The module name under which ml_collections loads the --config file.
+_CONFIG_MODULE = "config_config"
 # The module of ml_collections that calls a config file's get_config().
 _CONFIG_LOADER = "ml_collections.config_flags.config_flags"
 _CONFIG_HELP = (
@@ -123,6 +125,9 @@ def _parse(
     see_help = f"(python -m {program} --help)"
     if takes_config:
         _check_config_file(argv)
+        # ml_collections loads the file into this module, executing it over an earlier one's
+        # namespace: a file without get_config() would run the previous file's.
+        sys.modules.pop(_CONFIG_MODULE, None)
     try:
         rest = fv(argv)
     except (AttributeError, KeyError) as e:
