@@ -170,10 +170,11 @@ def _check_config_file(argv: Sequence[str]) -> None:
 
 
 def _check_loaded_config(fv: flags.FlagValues) -> None:
-    """An OSError the config file's ``get_config`` raised: ml_collections keeps it until the
-    config is first used; raised here instead (a :class:`UserError` under it as that)."""
+    """Raises now an OSError that the config file's ``get_config`` raised, which ml_collections
+    keeps until the config is first used: the :class:`UserError` under it as that, any other
+    with its traceback."""
     try:
-        getattr(fv["config"].value, "keys", None)
+        getattr(fv["config"].value, "keys", None)  # the kept error's stand-in raises it
     except OSError as e:
         if isinstance(e.__cause__, UserError):
             raise e.__cause__ from e

@@ -49,7 +49,7 @@ def _run(code: str, cwd: Path, *args: str) -> subprocess.CompletedProcess:
 def test_the_layer_contracts_hold() -> None:
     out = _run(LINT, REPO)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "3 kept, 0 broken" in out.stdout
+    assert "kept, 0 broken." in out.stdout
 
 
 def test_no_two_modules_import_each_other() -> None:
