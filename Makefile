@@ -22,9 +22,11 @@ $(STAMP): pyproject.toml
 test: install
 	$(PY) -m pytest -q -n 2 --dist loadfile -p no:warnings $(PYTEST_ARGS)
 
+# Style, then the layer contract of pyproject.toml ([tool.importlinter]: imports go down only).
 lint: install
 	$(VENV)/bin/ruff check swinjax tests experiments tools
 	$(VENV)/bin/ruff format --check swinjax tests experiments tools
+	$(VENV)/bin/lint-imports --no-cache
 
 presets: install
 	$(PY) -m swinjax.presets

@@ -1,8 +1,8 @@
 """swinjax: Swin Transformer image classification in JAX/Flax.
 
 Importing any module of the package changes nothing in the process (no environment variable,
-XLA flag or matplotlib backend); programs opt in to speed settings with
-:func:`swinjax.runtime.configure`.
+XLA flag or matplotlib backend); the programs opt in to their log levels and speed settings with
+:func:`swinjax.runtime.prepare_process`, a notebook with :func:`swinjax.runtime.configure`.
 
 Shape letters in names (``x_BHWC``, ``q_BwNhd``), each with one meaning everywhere:
 

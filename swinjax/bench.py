@@ -27,6 +27,11 @@ says so. With ``--json`` the last line printed is one JSON object.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, before JAX or TensorFlow is imported: see swinjax.runtime
+    from swinjax import runtime
+
+    runtime.prepare_process()
+
 import contextlib
 import resource
 import time
@@ -262,7 +267,13 @@ def define_flags(fv: flags.FlagValues) -> None:
 def main(argv: list[str]) -> int:
     """``python -m swinjax.bench`` with ``argv``; returns the exit status (see swinjax.cli)."""
     return cli.main(
-        argv, define_flags, _work, required=("config",), config="experiment config file"
+        argv,
+        define_flags,
+        _work,
+        program="swinjax.bench",
+        description=__doc__,
+        required=("config",),
+        config="experiment config file",
     )
 
 

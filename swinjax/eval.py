@@ -14,6 +14,11 @@ message saying what is wrong.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, before JAX or TensorFlow is imported: see swinjax.runtime
+    from swinjax import runtime
+
+    runtime.prepare_process()
+
 from pathlib import Path
 
 from absl import flags
@@ -114,7 +119,9 @@ def define_flags(fv: flags.FlagValues) -> None:
 def main(argv: list[str]) -> int:
     """``python -m swinjax.eval`` with ``argv`` (``argv[0]`` the program); returns the exit
     status: 0, or 2 with a message for a bad path or a mismatched checkpoint."""
-    return cli.main(argv, define_flags, _work, required=("ckpt",))
+    return cli.main(
+        argv, define_flags, _work, program="swinjax.eval", description=__doc__, required=("ckpt",)
+    )
 
 
 def _work(fv: flags.FlagValues) -> dict:

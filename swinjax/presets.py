@@ -4,6 +4,11 @@
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, before JAX or TensorFlow is imported: see swinjax.runtime
+    from swinjax import runtime
+
+    runtime.prepare_process()
+
 from typing import Any
 
 from absl import flags
@@ -18,7 +23,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 def main(argv: list[str]) -> int:
     """``python -m swinjax.presets``; returns the exit status."""
-    return cli.main(argv, define_flags, _work)
+    return cli.main(argv, define_flags, _work, program="swinjax.presets", description=__doc__)
 
 
 def _work(fv: Any) -> None:

@@ -6,6 +6,11 @@ The config file is a training config plus a ``sweep`` section (:mod:`swinjax.swe
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, before JAX or TensorFlow is imported: see swinjax.runtime
+    from swinjax import runtime
+
+    runtime.prepare_process()
+
 from typing import Any
 
 from absl import flags
@@ -26,6 +31,8 @@ def main(argv: list[str]) -> int:
         argv,
         define_flags,
         _work,
+        program="swinjax.sweep",
+        description=__doc__,
         required=("config", "workdir"),
         config="sweep config file: a training config with a `sweep` section",
     )

@@ -7,6 +7,11 @@ Re-running the same command on the same workdir resumes from its latest checkpoi
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, before JAX or TensorFlow is imported: see swinjax.runtime
+    from swinjax import runtime
+
+    runtime.prepare_process()
+
 from typing import Any
 
 from absl import flags
@@ -24,7 +29,13 @@ def define_flags(fv: flags.FlagValues) -> None:
 def main(argv: list[str]) -> int:
     """``python -m swinjax.train`` with ``argv``; returns the exit status (see swinjax.cli)."""
     return cli.main(
-        argv, define_flags, _work, required=("config", "workdir"), config="experiment config file"
+        argv,
+        define_flags,
+        _work,
+        program="swinjax.train",
+        description=__doc__,
+        required=("config", "workdir"),
+        config="experiment config file",
     )
 
 

@@ -82,3 +82,21 @@ def test_configure_is_the_explicit_opt_in() -> None:
         assert found["after"] == found["added"][0]
     else:
         assert found["added"] == [] and found["after"] is None
+
+
+def test_the_programs_start_imports_only_the_standard_library() -> None:
+    """``runtime.prepare_process()`` runs before a program's imports (and the script commands'
+    module before the program): what they import must cost nothing and touch no JAX."""
+    probe = (
+        "import json, sys; before = set(sys.modules); "
+        "import swinjax.runtime, swinjax.errors, swinjax.scripts; "
+        "print(json.dumps(sorted(set(sys.modules) - before)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    imported = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "swinjax.runtime" in imported
+    outside = [m for m in imported if m.split(".")[0] not in sys.stdlib_module_names]
+    assert sorted(outside) == ["swinjax", "swinjax.errors", "swinjax.runtime", "swinjax.scripts"]

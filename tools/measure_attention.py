@@ -39,6 +39,11 @@ matmul formulation's speed).
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # the programs' XLA flag, before JAX is imported (swinjax.runtime)
+    from swinjax import runtime
+
+    runtime.configure(restart=False)
+
 import argparse
 import json
 import time
@@ -46,7 +51,6 @@ import time
 import jax
 import jax.numpy as jnp
 
-from swinjax import runtime
 from swinjax.models.layers import attention
 
 FORMULATIONS = {
@@ -95,7 +99,6 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=65536)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    runtime.configure(restart=False)  # the CLIs' XLA flags (before the first JAX computation)
     for window in (int(w) for w in args.windows.split(",")):
         for pair in args.heads.split(","):
             h, d = (int(v) for v in pair.split(":"))

@@ -12,6 +12,11 @@ one JSON object.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # the programs' XLA flag, before JAX is imported (swinjax.runtime)
+    from swinjax import runtime
+
+    runtime.configure(restart=False)
+
 import argparse
 import json
 import os
@@ -20,7 +25,7 @@ import time
 
 import jax
 
-from swinjax import data, runtime
+from swinjax import data
 from swinjax.config import base_config, build_model
 from swinjax.training import population, steps
 from swinjax.training import state as state_lib
@@ -66,7 +71,6 @@ def main() -> None:
     parser.add_argument("--num_classes", type=int, default=100)
     parser.add_argument("--augment", default="crop_flip")
     args = parser.parse_args()
-    runtime.configure(restart=False)  # the CLIs' XLA flags (before the first JAX computation)
 
     states, split = _states(args)
     batches = [jax.device_put(b) for b in data.train_batches(split, args.batch_size, 0, 0)]
