@@ -117,14 +117,14 @@ def test_tfds_dir_built_by_tfds_reads_back_exactly(tiny_tfds_dir, monkeypatch) -
     assert data.load_split(config, "train[:90%]") is train  # cached in-process
     # The class signal is learnable: nearest class mean on train classifies test well.
     d = int(np.prod(spec.image_shape))
-    means_KD = np.stack(
+    class_means = np.stack(
         [
             whole.images_EHWC[whole.labels_E == k].reshape(-1, d).mean(0)
             for k in range(spec.num_classes)
         ]
     )
-    x_ND = test.images_EHWC.reshape(-1, d).astype(np.float32)
-    predicted = np.argmin(((x_ND[:, None] - means_KD[None]) ** 2).sum(-1), axis=1)
+    test_pixels = test.images_EHWC.reshape(-1, d).astype(np.float32)
+    predicted = np.argmin(((test_pixels[:, None] - class_means[None]) ** 2).sum(-1), axis=1)
     assert (predicted == test.labels_E).mean() > 0.9
     # data_dir "" or None falls back to $TFDS_DATA_DIR
     monkeypatch.setenv("TFDS_DATA_DIR", tiny_tfds_dir.data_dir)
@@ -255,11 +255,11 @@ def test_synthetic_is_offline_deterministic_partitioned_and_learnable(no_network
     other = data.load_split(_config(dataset="synthetic", synthetic_seed=1), "train")
     assert not np.array_equal(other.images_EHWC, full.images_EHWC)
     # The class signal is learnable: nearest class mean on train classifies test well.
-    means_KD = np.stack(
+    class_means = np.stack(
         [train.images_EHWC[train.labels_E == k].reshape(-1, 768).mean(0) for k in range(10)]
     )
-    x_ND = test.images_EHWC.reshape(-1, 768).astype(np.float32)
-    predicted = np.argmin(((x_ND[:, None] - means_KD[None]) ** 2).sum(-1), axis=1)
+    test_pixels = test.images_EHWC.reshape(-1, 768).astype(np.float32)
+    predicted = np.argmin(((test_pixels[:, None] - class_means[None]) ** 2).sum(-1), axis=1)
     assert (predicted == test.labels_E).mean() > 0.9
     gray = data.load_split(_config(dataset="synthetic", synthetic_channels=1), "test[:10]")
     assert gray.images_EHWC.shape == (10, 16, 16, 1)

@@ -119,8 +119,8 @@ def test_image_folder_class_subsets_stream_and_a_split_folder_is_named(tmp_path)
     images = np.concatenate([image[mask > 0] for image, _, mask in rows])
     assert sorted(labels.tolist()) == [0] * 8 + [1] * 8
     # The class colours (emu blue, cat red) come through the renumbering: 0 is emu, 1 is cat.
-    mean_RGB = {y: images[labels == y].reshape(-1, 3).mean(0) for y in (0, 1)}
-    assert mean_RGB[0][2] > mean_RGB[0][0] and mean_RGB[1][0] > mean_RGB[1][2]
+    mean_colour = {y: images[labels == y].reshape(-1, 3).mean(0) for y in (0, 1)}
+    assert mean_colour[0][2] > mean_colour[0][0] and mean_colour[1][0] > mean_colour[1][2]
     # A split folder given as the root: the message says what ROOT must hold, and the fix.
     slip = make_tiny_config(dataset=f"imagefolder:{tmp_path / 'pets' / 'train'}")
     with pytest.raises(errors.DatasetNotFoundError) as err:

@@ -80,21 +80,21 @@ class TinyImages:
     def examples(self, split: str) -> Iterator[tuple[int, np.ndarray, int]]:
         """(index, image uint8 [H, W, C], label) of every example of ``split``, in index order."""
         n = self.splits[split]  # KeyError for a split the dataset does not have
-        cells_KGGC = np.random.default_rng([self.seed, 7]).uniform(
+        grid_colours = np.random.default_rng([self.seed, 7]).uniform(
             0, 255, (self.num_classes, 4, 4, self.channels)
-        )
+        )  # per class, a 4 x 4 grid of colours
         rng = np.random.default_rng([self.seed, {"train": 0, "test": 1}[split]])
         low, high = self.size_range
         for i in range(n):
             label = int(rng.integers(self.num_classes))
-            h, w = (
+            height, width = (
                 (self.image_size, self.image_size)
                 if self.image_size is not None
                 else (int(s) for s in rng.integers(low, high + 1, 2))
             )
-            rows, cols = np.arange(h) * 4 // h, np.arange(w) * 4 // w
-            template_HWC = cells_KGGC[label][rows][:, cols]
-            noise_HWC = rng.normal(0, 40, (h, w, self.channels))
+            rows, cols = np.arange(height) * 4 // height, np.arange(width) * 4 // width
+            template_HWC = grid_colours[label][rows][:, cols]
+            noise_HWC = rng.normal(0, 40, (height, width, self.channels))
             yield i, np.clip(template_HWC + noise_HWC, 0, 255).round().astype(np.uint8), label
 
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
