@@ -18,6 +18,7 @@ T     rows of the relative position bias table, (2 wh - 1)(2 ww - 1)
 K     classes (``logits_BK``)
 R     rows of a token-wise linear layer (all tokens flattened); I, O its in/out features
 P     members of a population (a leading axis of a stacked train state)
+A     attempts of a random-resized crop (``RRC_ATTEMPTS``, :mod:`swinjax.data.preprocess`)
 2     a literal pair, e.g. (row, column) offsets
 ====  =====================================================================================
 """

@@ -94,10 +94,7 @@ def _val_split(config: Any, train: data.Split) -> data.Split:
     first 10% of the training split, the size the default 90/10 split would give."""
     if config.get("val_split") and not train.name.startswith(data.SYNTHETIC):
         return data.load_split(config, config.val_split, input_size(config))
-    n = max(1, train.num_examples // 10)
-    return data.Split(
-        train.images_EHWC[:n], train.labels_E[:n], f"{train.name}[:{n}]", train.num_classes
-    )
+    return train.head(max(1, train.num_examples // 10))
 
 
 def _timed(fn: Any, n: int) -> float:

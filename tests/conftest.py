@@ -7,7 +7,9 @@ Only tests marked ``requires_shared_tfds`` read the shared real datasets beside 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import itertools
 import os
 import socket
 from pathlib import Path
@@ -16,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Tests run tiny models: LLVM's optimisation passes cost more compile time than they save.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
-from collections.abc import Callable  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 
 import ml_collections  # noqa: E402
 import pytest  # noqa: E402
@@ -80,6 +82,29 @@ def tiny_tfds_dir(tfds_dir_factory) -> tfds_fixture.TfdsDir:
     real tfds data directory: ``make_tiny_config(dataset=tiny_tfds_dir.name,
     data_dir=tiny_tfds_dir.data_dir)`` trains on it like on any prepared tfds dataset."""
     return tfds_dir_factory()
+
+
+@pytest.fixture
+def mock_tfds(tmp_path) -> Callable[[str, int], contextlib.AbstractContextManager[str]]:
+    """``with mock_tfds("cifar100", num_examples=40) as data_dir:``: the real tfds code of a
+    registered dataset on fake examples (``tfds.testing.mock_data``), opened as prepared in a
+    fresh data directory (tfds_fixture.mock_prepared); swinjax's cached splits are cleared on
+    leaving. Its metadata records no split sizes: read it with ``input_pipeline="memory"``."""
+    count = itertools.count()
+
+    @contextlib.contextmanager
+    def mock(name: str, num_examples: int) -> Iterator[str]:
+        from swinjax import data
+
+        try:
+            with tfds_fixture.mock_prepared(
+                tmp_path / f"mock_tfds_{next(count)}", name, num_examples
+            ) as data_dir:
+                yield data_dir
+        finally:
+            data.clear_cache()
+
+    return mock
 
 
 @pytest.fixture

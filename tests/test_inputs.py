@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from swinjax import data
+from swinjax import data, errors
 from swinjax.augment import transforms
 from swinjax.config import build_model, input_size
 from swinjax.models import create_model
@@ -104,6 +104,31 @@ def test_image_folder_trains_and_evaluates_every_example(tmp_path) -> None:
     assert split.class_names == ("cat", "dog", "emu") and split.num_examples == 6
     assert split.image_shape == (16, 16, 3)
     assert result["step"] == 2 * (18 // 6)
+
+
+def test_image_folder_class_subsets_stream_and_a_split_folder_is_named(tmp_path) -> None:
+    _image_folder(tmp_path / "pets")
+    config = make_tiny_config(dataset=f"imagefolder:{tmp_path / 'pets'}", classes="2,0")
+    config.model_kwargs.img_size = 16
+    split = data.load_split(config, "train", input_size(config))  # streamed: varying sizes
+    assert isinstance(split, data.StreamedSplit)
+    assert (split.num_classes, split.class_names, split.num_examples) == (2, ("emu", "cat"), 16)
+    assert split.name.endswith("train{classes 2,0}")
+    rows = [(b["image"], b["label"], b["mask"]) for b in split.eval_batches(16)]
+    labels = np.concatenate([label[mask > 0] for _, label, mask in rows])
+    images = np.concatenate([image[mask > 0] for image, _, mask in rows])
+    assert sorted(labels.tolist()) == [0] * 8 + [1] * 8
+    # The class colours (emu blue, cat red) come through the renumbering: 0 is emu, 1 is cat.
+    mean_colour = {y: images[labels == y].reshape(-1, 3).mean(0) for y in (0, 1)}
+    assert mean_colour[0][2] > mean_colour[0][0] and mean_colour[1][0] > mean_colour[1][2]
+    # A split folder given as the root: the message says what ROOT must hold, and the fix.
+    slip = make_tiny_config(dataset=f"imagefolder:{tmp_path / 'pets' / 'train'}")
+    with pytest.raises(errors.DatasetNotFoundError) as err:
+        data.load_split(slip, "train", (16, 16))
+    message = str(err.value)
+    assert "ROOT must hold train/ (and optionally val/, test/)" in message
+    assert "looks like a split folder" in message and "is it prepared" not in message
+    assert f"--config.dataset=imagefolder:{tmp_path / 'pets'}" in message
 
 
 def test_fixed_size_images_are_resized_on_the_device_to_the_model() -> None:

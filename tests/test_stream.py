@@ -217,15 +217,20 @@ def test_variable_size_images_keep_their_channels(tfds_dir_factory) -> None:
     assert batch["image"].dtype == np.uint8 and batch["image"].std() > 10  # not blank
 
 
-def test_image_folder_builder(tmp_path) -> None:
+def _jpeg_folder(root, counts=(("train", 24), ("test", 6)), num_classes=3):
+    """root/<split>/class_<i % num_classes>/<i>.jpg: random JPEGs of 20-40 px."""
     rng = np.random.default_rng(0)
-    for split_name, n in (("train", 24), ("test", 6)):
+    for split_name, n in counts:
         for i in range(n):
-            folder = tmp_path / split_name / f"class_{i % 3}"
+            folder = root / split_name / f"class_{i % num_classes}"
             folder.mkdir(parents=True, exist_ok=True)
             image = rng.integers(0, 256, (rng.integers(20, 40), rng.integers(20, 40), 3))
             tf.io.write_file(str(folder / f"{i}.jpg"), tf.io.encode_jpeg(image.astype(np.uint8)))
-    builder = tfds.ImageFolder(str(tmp_path))
+    return tfds.ImageFolder(str(root))
+
+
+def test_image_folder_builder(tmp_path) -> None:
+    builder = _jpeg_folder(tmp_path)
     split = stream.open_split(builder, "train[:20]", num_shards=2, host_preprocess=RRC16)
     assert (split.name, split.num_examples, split.shard_sizes) == (
         "image_folder:train[:20]",
@@ -238,6 +243,50 @@ def test_image_folder_builder(tmp_path) -> None:
     assert _same_batches(list(split.train_batches(4, 0, 0, start_step=2)), whole[2:])
     evals = list(stream.open_split(builder, "test", host_preprocess=RRC16).eval_batches(4))
     assert sum(float(b["mask"].sum()) for b in evals) == 6
+
+
+def test_image_folder_class_subsets_are_chosen_from_the_file_list(tmp_path) -> None:
+    builder = _jpeg_folder(tmp_path, counts=(("train", 40),), num_classes=4)
+    whole = stream.open_split(builder, "train[:30]", host_preprocess=RRC16)
+    subset = stream.open_split(
+        builder, "train[:30]", num_shards=2, host_preprocess=RRC16, classes=(3, 1)
+    )
+    assert subset.name == "image_folder:train[:30]{classes 3,1}"
+    assert (subset.num_classes, subset.class_names) == (2, ("class_3", "class_1"))
+    # The memory path's rule: the examples of classes 3 and 1 among train[:30], 3 -> 0, 1 -> 1.
+    whole_rows = _rows(whole.eval_batches(30))
+    expected = sorted((image, {3: 0, 1: 1}[y]) for image, y in whole_rows if y in (3, 1))
+    assert subset.num_examples == len(expected) and 0 < len(expected) < 30
+    assert (
+        sum(subset.shard_sizes) == len(expected)
+        and max(subset.shard_sizes) - min(subset.shard_sizes) <= 1
+    )
+    assert sorted(_rows(subset.eval_batches(4))) == expected
+    trained = [row for batch in subset.train_batches(4, 0, 0) for row in _rows([batch])]
+    assert {label for _, label in trained} == {0, 1}
+    assert len(trained) == subset.steps_per_epoch(4) * 4
+    with pytest.raises(errors.ConfigError, match=r"config.classes: \[4\] out of range.*4 classes"):
+        stream.open_split(builder, "train", host_preprocess=RRC16, classes=(0, 4))
+
+
+def test_class_subsets_of_streamed_records_say_what_works(tiny) -> None:
+    with pytest.raises(errors.ConfigError, match="input_pipeline=memory") as err:
+        stream.open_split(_builder(tiny), "train", classes=(0, 1))
+    assert "imagefolder:ROOT" in str(err.value)
+
+
+def test_head_of_a_streamed_split(tiny) -> None:
+    split = stream.open_split(_builder(tiny), "test", num_shards=2)  # 35 + 35
+    head = split.head(9)
+    assert head.shard_sizes == (5, 4) and head.num_examples == 9
+    assert head.name == f"{tiny.name}:test[:9]"
+    rows = _rows(head.eval_batches(10))
+    shard_rows = [_rows(stream.open_split(_builder(tiny), "test[:35]").eval_batches(5))[:5]]
+    shard_rows.append(_rows(stream.open_split(_builder(tiny), "test[35:]").eval_batches(4))[:4])
+    assert sorted(rows) == sorted(shard_rows[0] + shard_rows[1])
+    assert len(list(head.train_batches(4, 0, 0))) == head.steps_per_epoch(4) == 2
+    with pytest.raises(ValueError, match="at least one per data shard"):
+        split.head(1)
 
 
 def test_open_split_rejects_bad_input(tiny, tfds_dir_factory) -> None:

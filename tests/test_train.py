@@ -11,7 +11,6 @@ import sys
 import jax
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from swinjax import data, errors
 from swinjax import eval as eval_cli
@@ -200,11 +199,14 @@ def test_other_runs_workdir_is_refused(tmp_path, tiny_config) -> None:
         trainer.train_and_evaluate(make_tiny_config(learning_rate=0.1), tmp_path)
 
 
-def test_eval_scores_every_example_and_reports_json(tmp_path, tiny_config, capsys) -> None:
-    with tfds.testing.mock_data(num_examples=50):  # cifar100 through real tfds code
+def test_eval_scores_every_example_and_reports_json(
+    tmp_path, tiny_config, capsys, mock_tfds
+) -> None:
+    with mock_tfds("cifar100", num_examples=50) as data_dir:  # cifar100 through real tfds code
         config = make_tiny_config(
             dataset="cifar100",
-            data_dir=str(tmp_path / "tfds"),
+            data_dir=data_dir,
+            input_pipeline="memory",  # the mock records no split sizes for "auto" to weigh
             model="keras_example",
             num_epochs=1,
             batch_size=16,

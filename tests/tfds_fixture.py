@@ -20,6 +20,10 @@ read back (the builder shuffles examples into the files, as tfds does for real d
 ``TinyImages(image_size=None, ...)`` makes images of varying sizes (each side in ``size_range``),
 with ``encoding_format="jpeg"`` for a dataset of variable-size JPEGs.
 
+:func:`mock_prepared` runs tfds' ``tfds.testing.mock_data`` (fake examples through the real tfds
+code of a registered dataset such as ``cifar100``) over a data directory that holds the dataset's
+metadata, as a prepared dataset does, so that swinjax opens it as prepared and downloads nothing.
+
 Usage (fixtures in ``tests/conftest.py``)::
 
     def test_something(tiny_tfds_dir):  # TinyImages(): 16x16x3 PNGs, 4 classes, 300/70
@@ -32,6 +36,7 @@ Usage (fixtures in ``tests/conftest.py``)::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,21 +80,21 @@ class TinyImages:
     def examples(self, split: str) -> Iterator[tuple[int, np.ndarray, int]]:
         """(index, image uint8 [H, W, C], label) of every example of ``split``, in index order."""
         n = self.splits[split]  # KeyError for a split the dataset does not have
-        cells_KGGC = np.random.default_rng([self.seed, 7]).uniform(
+        grid_colours = np.random.default_rng([self.seed, 7]).uniform(
             0, 255, (self.num_classes, 4, 4, self.channels)
-        )
+        )  # per class, a 4 x 4 grid of colours
         rng = np.random.default_rng([self.seed, {"train": 0, "test": 1}[split]])
         low, high = self.size_range
         for i in range(n):
             label = int(rng.integers(self.num_classes))
-            h, w = (
+            height, width = (
                 (self.image_size, self.image_size)
                 if self.image_size is not None
                 else (int(s) for s in rng.integers(low, high + 1, 2))
             )
-            rows, cols = np.arange(h) * 4 // h, np.arange(w) * 4 // w
-            template_HWC = cells_KGGC[label][rows][:, cols]
-            noise_HWC = rng.normal(0, 40, (h, w, self.channels))
+            rows, cols = np.arange(height) * 4 // height, np.arange(width) * 4 // width
+            template_HWC = grid_colours[label][rows][:, cols]
+            noise_HWC = rng.normal(0, 40, (height, width, self.channels))
             yield i, np.clip(template_HWC + noise_HWC, 0, 255).round().astype(np.uint8), label
 
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -170,3 +175,18 @@ def build(data_dir: str | Path, spec: TinyImages = TINY) -> TfdsDir:
         ),
     )
     return TfdsDir(name=spec.name, data_dir=str(data_dir), spec=spec)
+
+
+@contextlib.contextmanager
+def mock_prepared(data_dir: str | Path, name: str, num_examples: int) -> Iterator[str]:
+    """``tfds.testing.mock_data(num_examples)`` over the registered dataset ``name``, whose
+    metadata (features and class names, no split sizes: the mock makes ``num_examples`` examples
+    of any split) is first written into ``data_dir`` as tfds writes it when preparing: tfds'
+    ``is_prepared()`` then holds, so the dataset opens as prepared (no download, no probe).
+    Yields ``data_dir`` (the mock reads the metadata there whatever ``data_dir`` a caller
+    passes)."""
+    builder = tfds.builder(name, data_dir=str(data_dir))
+    builder.data_path.mkdir(parents=True, exist_ok=True)
+    builder.info.write_to_directory(builder.data_path)
+    with tfds.testing.mock_data(num_examples=num_examples, data_dir=str(data_dir)):
+        yield str(data_dir)

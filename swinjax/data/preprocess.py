@@ -2,7 +2,7 @@
 images).
 
 Training: timm's ``RandomResizedCrop`` (Inception-style crop), as graph ops inside ``tf.data``
-maps. Up to 10 tries draw an area fraction uniform in ``rrc_scale`` and an aspect ratio
+maps. Up to 10 attempts draw an area fraction uniform in ``rrc_scale`` and an aspect ratio
 (width / height) log-uniform in ``rrc_ratio``; the first crop that fits, at a uniform position,
 is taken, else the central crop with the aspect ratio clamped into ``rrc_ratio``. The crop is
 resized to ``output_size`` and cast back to uint8 (rounded, clipped). Every random number comes
@@ -35,7 +35,7 @@ from typing import Any
 from swinjax.errors import ConfigError
 
 RESIZE_METHODS = ("bilinear", "bicubic")
-RRC_TRIES = 10  # timm / torchvision: 10 tries, then the central-crop fallback
+RRC_ATTEMPTS = 10  # timm / torchvision: 10 attempts, then the central-crop fallback
 PHILOX = "philox"  # stateless RNG algorithm, fixed so that crops do not depend on the device
 
 
@@ -91,24 +91,32 @@ def decode(encoded: Any, channels: int) -> Any:
 
 
 def rrc_window(shape_2: Any, seed_2: Any, scale: tuple, ratio: tuple) -> Any:
-    """The random-resized crop window (top, left, height, width), int32 [4], of an image of
-    (height, width) ``shape_2``; a pure function of the stateless seed ``seed_2`` ([2] int)."""
+    """The random-resized crop window [top, left, height, width] (int32) of an image of
+    (height, width) ``shape_2``; a pure function of the stateless seed ``seed_2`` ([2] int).
+    Names ending in ``_A`` hold one value per attempt (``RRC_ATTEMPTS``)."""
     import tensorflow as tf
 
     height, width = tf.cast(shape_2[0], tf.float32), tf.cast(shape_2[1], tf.float32)
-    u_4T = tf.random.stateless_uniform([4, RRC_TRIES], seed_2, dtype=tf.float32, alg=PHILOX)
-    area_T = height * width * (scale[0] + (scale[1] - scale[0]) * u_4T[0])
+    draws = tf.random.stateless_uniform([4, RRC_ATTEMPTS], seed_2, dtype=tf.float32, alg=PHILOX)
+    u_area_A, u_ratio_A, u_top_A, u_left_A = tf.unstack(draws)
+    area_A = height * width * (scale[0] + (scale[1] - scale[0]) * u_area_A)
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-    aspect_T = tf.exp(log_lo + (log_hi - log_lo) * u_4T[1])
-    w_T = tf.round(tf.sqrt(area_T * aspect_T))  # round half to even, as Python's round()
-    h_T = tf.round(tf.sqrt(area_T / aspect_T))
-    fits_T = (w_T > 0) & (w_T <= width) & (h_T > 0) & (h_T <= height)
-    top_T = tf.minimum(tf.floor(u_4T[2] * (height - h_T + 1)), height - h_T)  # randint(0, H - h)
-    left_T = tf.minimum(tf.floor(u_4T[3] * (width - w_T + 1)), width - w_T)
-    first = tf.argmax(tf.cast(fits_T, tf.int32))  # index of the first try that fits
-    tried_4 = tf.stack([top_T[first], left_T[first], h_T[first], w_T[first]])
+    aspect_A = tf.exp(log_lo + (log_hi - log_lo) * u_ratio_A)
+    crop_width_A = tf.round(tf.sqrt(area_A * aspect_A))  # round half to even, as Python's round()
+    crop_height_A = tf.round(tf.sqrt(area_A / aspect_A))
+    fits_A = (
+        (crop_width_A > 0)
+        & (crop_width_A <= width)
+        & (crop_height_A > 0)
+        & (crop_height_A <= height)
+    )
+    # randint(0, height - crop height): a uniform offset, clamped against u = 1.0
+    top_A = tf.minimum(tf.floor(u_top_A * (height - crop_height_A + 1)), height - crop_height_A)
+    left_A = tf.minimum(tf.floor(u_left_A * (width - crop_width_A + 1)), width - crop_width_A)
+    first = tf.argmax(tf.cast(fits_A, tf.int32))  # index of the first attempt that fits
+    attempt = tf.stack([top_A[first], left_A[first], crop_height_A[first], crop_width_A[first]])
     return tf.cast(
-        tf.where(tf.reduce_any(fits_T), tried_4, _central_window(height, width, ratio)), tf.int32
+        tf.where(tf.reduce_any(fits_A), attempt, _central_window(height, width, ratio)), tf.int32
     )
 
 
@@ -117,9 +125,10 @@ def _central_window(height: Any, width: Any, ratio: tuple) -> Any:
     import tensorflow as tf
 
     in_ratio = width / height
-    w = tf.where(in_ratio > ratio[1], tf.round(height * ratio[1]), width)
-    h = tf.where(in_ratio < ratio[0], tf.round(width / ratio[0]), height)
-    return tf.stack([tf.floor((height - h) / 2), tf.floor((width - w) / 2), h, w])
+    crop_width = tf.where(in_ratio > ratio[1], tf.round(height * ratio[1]), width)
+    crop_height = tf.where(in_ratio < ratio[0], tf.round(width / ratio[0]), height)
+    top, left = tf.floor((height - crop_height) / 2), tf.floor((width - crop_width) / 2)
+    return tf.stack([top, left, crop_height, crop_width])
 
 
 def resize_uint8(image_HWC: Any, size: tuple[int, int], method: str) -> Any:
@@ -135,13 +144,14 @@ def train_image(encoded: Any, seed_2: Any, pre: HostPreprocess, channels: int) -
     import tensorflow as tf
 
     def jpeg() -> Any:
-        window_4 = rrc_window(tf.io.extract_jpeg_shape(encoded)[:2], seed_2, *_rrc(pre))
-        return tf.io.decode_and_crop_jpeg(encoded, window_4, channels=channels)
+        window = rrc_window(tf.io.extract_jpeg_shape(encoded)[:2], seed_2, *_rrc(pre))
+        return tf.io.decode_and_crop_jpeg(encoded, window, channels=channels)
 
     def other() -> Any:
         image_HWC = decode(encoded, channels)
-        top, left, h, w = tf.unstack(rrc_window(tf.shape(image_HWC)[:2], seed_2, *_rrc(pre)))
-        return image_HWC[top : top + h, left : left + w]
+        window = rrc_window(tf.shape(image_HWC)[:2], seed_2, *_rrc(pre))
+        top, left, crop_height, crop_width = tf.unstack(window)
+        return image_HWC[top : top + crop_height, left : left + crop_width]
 
     crop_HWC = tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
     crop_HWC.set_shape([None, None, channels])

@@ -1,15 +1,17 @@
-"""Streaming input pipeline (tf.data over tfds) for splits larger than host memory.
+"""Streaming input pipeline (tf.data over tfds) for splits larger than host memory and images of
+varying size: :class:`StreamedSplit`, a :class:`swinjax.data.split.Split`. Build one with
+:func:`open_split`.
 
-:class:`StreamSplit` has the public attributes of :class:`swinjax.data.in_memory.Split` except its
-arrays, and methods with the contracts of ``data.train_batches`` / ``data.eval_batches``: numpy
-batches ``{"image": uint8 [b, H, W, C], "label": int32 [b]}`` (+ ``"mask": float32 [b]`` for eval),
-b this process's rows of each global batch. Build one with :func:`open_split`.
+Its batches are numpy ``{"image": uint8 [b, H, W, C], "label": int32 [b]}`` (+ ``"mask": float32
+[b]`` for eval), b this process's rows of each global batch, under the contracts of
+:func:`swinjax.data.split.train_batches` / :func:`~swinjax.data.split.eval_batches`.
 
 Sharding is by data shards, not by processes: the split is cut into ``num_shards`` even parts
-(``tfds.even_splits``); shard k feeds rows [k b, (k+1) b) of every global batch, b = batch_size
-// num_shards, and process p of P reads shards [p S/P, (p+1) S/P), concatenated in shard order.
-Set ``num_shards`` to the global device count: the global batches are then the same however the
-devices are spread over processes (1 process x 2 shards == 2 processes x 1 shard).
+(by ``tfds.even_splits``' arithmetic, :mod:`swinjax.data.shards`); shard k feeds rows
+[k b, (k+1) b) of every global batch, b = batch_size // num_shards, and process p of P reads
+shards [p S/P, (p+1) S/P), concatenated in shard order. Set ``num_shards`` to the global device
+count: the global batches are then the same however the devices are spread over processes
+(1 process x 2 shards == 2 processes x 1 shard).
 
 Training order, per shard: tfds' file order shuffled with a seed, then a seeded shuffle buffer
 of ``shuffle_buffer`` encoded examples (a true permutation when it holds the whole shard), so an
@@ -26,47 +28,28 @@ shuffles also mix in TF's global seed: a program calling ``tf.random.set_seed`` 
 holds encoded examples, per shard: memory ~ ``shuffle_buffer`` x mean encoded size x shards per
 process (16 384 x ~110 KB = 1.8 GB for ImageNet JPEGs), and it fills before an epoch's first
 batch. A tfds ``ImageFolder`` is read as file paths (a full seeded permutation of each shard,
-``shuffle_buffer`` unused; files are read in the parallel map, skipped ones never).
+``shuffle_buffer`` unused; files are read in the parallel map, skipped ones never); its class
+subsets (``classes``) are chosen from its file list, without reading images.
 
 Builders: ``tfds.builder(dataset, data_dir=DIR)`` (prepared; nothing downloads), or
 ``tfds.ImageFolder(root)`` (``root/split/class/*.jpg``; variable size, so ``host_preprocess``).
-
-Train pipeline alone, one epoch from ``train_batches`` (start-up and buffer fill included), on
-2 CPU cores shared with other work (load average 3.4-4.0), 2026-11-29, one run each:
-
-(i) CIFAR-10 (tfds ``cifar10`` 3.0.2, 32x32 PNG, one record file), batch 256: 6 720 examples/s::
-
-    python -c "import time, tensorflow_datasets as tfds; from swinjax.data import stream
-    s = stream.open_split(tfds.builder('cifar10', data_dir='/work/shared/datasets/tfds'), 'train')
-    t = time.perf_counter(); n = sum(len(b['label']) for b in s.train_batches(256, 0, 0))
-    print(n / (time.perf_counter() - t))"
-
-(ii) 2000 JPEGs of random sizes 200-500 px (noise-textured, 108 KB each on average, like
-ImageNet's), random-resized crops to 224x224 (bilinear, antialiased), batch 128: 295 examples/s
-(``eval_batches``: 405 examples/s)::
-
-    python -c "from tests import tfds_fixture as f; f.build('/tmp/stream_bench_tfds',
-    f.TinyImages(name='stream_bench_jpegs', image_size=None, size_range=(200, 500),
-    encoding_format='jpeg', train_examples=2000, test_examples=0))"
-    python -c "import time, tensorflow_datasets as tfds; from swinjax.data import stream
-    from swinjax.data.preprocess import HostPreprocess
-    b = tfds.builder('stream_bench_jpegs', data_dir='/tmp/stream_bench_tfds')
-    s = stream.open_split(b, 'train', host_preprocess=HostPreprocess((224, 224)))
-    t = time.perf_counter(); n = sum(len(x['label']) for x in s.train_batches(128, 0, 0))
-    print(n / (time.perf_counter() - t))"
+Throughput measurements: docs/performance.md, "Input pipeline".
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
+from swinjax.data import shards as shards_lib
 from swinjax.data.batching import check_batch_size
+from swinjax.data.classes import ClassSubset
 from swinjax.data.preprocess import HostPreprocess, eval_image, train_image
+from swinjax.data.shards import FileShard, RecordShard
+from swinjax.data.sources import even_cuts, image_features, split_ranges, split_sizes
 from swinjax.errors import ConfigError, InvalidSplitError
 
 DEFAULT_SHUFFLE_BUFFER = 16_384
@@ -74,34 +57,53 @@ _ORDER, _CROPS = 1, 2  # purposes of derived seeds
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class StreamSplit:
+class StreamedSplit:
     """One split read from tfds as it streams. Build it with :func:`open_split`."""
 
     builder: Any  # a tfds builder whose as_dataset works (prepared, or e.g. ImageFolder)
-    spec: str  # tfds split string, e.g. "train[:90%]"
     name: str  # "dataset:spec"
     num_classes: int
     class_names: tuple[str, ...]
     image_shape: tuple[int, int, int]  # (H, W, C) of the images in the batches
-    shard_sizes: tuple[int, ...]  # examples in each of the num_shards even parts
+    shards: tuple[RecordShard | FileShard, ...]  # the num_shards data shards
     host_preprocess: HostPreprocess | None = None  # None: fixed-size images, only decoded
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER  # per shard, in examples
 
     @property
     def num_shards(self) -> int:
-        return len(self.shard_sizes)
+        return len(self.shards)
 
     @property
-    def _image_feature(self) -> Any:
-        return self.builder.info.features["image"]
+    def shard_sizes(self) -> tuple[int, ...]:
+        """Examples in each data shard."""
+        return tuple(shard.size for shard in self.shards)
 
     @property
     def num_examples(self) -> int:
         return sum(self.shard_sizes)
 
+    @property
+    def _image_feature(self) -> Any:
+        return self.builder.info.features["image"]
+
     def steps_per_epoch(self, batch_size: int) -> int:
         """Full training batches per epoch: min over shards of floor(shard size / b)."""
         return min(self.shard_sizes) // self._shard_batch(batch_size)
+
+    def head(self, num_examples: int) -> StreamedSplit:
+        """``num_examples`` examples spread evenly over the shards, the first of each (in file
+        order), e.g. a validation stand-in."""
+        if not self.num_shards <= num_examples <= self.num_examples:
+            raise ConfigError(
+                f"head({num_examples}) of {self.name}: take {self.num_shards}.."
+                f"{self.num_examples} examples (at least one per data shard)"
+            )
+        cuts = even_cuts(num_examples, self.num_shards)
+        heads = tuple(
+            shard.head(high - low) for shard, (low, high) in zip(self.shards, cuts, strict=True)
+        )
+        name = f"{self.name}[:{sum(shard.size for shard in heads)}]"  # shards may hold fewer
+        return dataclasses.replace(self, name=name, shards=heads)
 
     def train_batches(
         self,
@@ -114,7 +116,8 @@ class StreamSplit:
         process_count: int = 1,
     ) -> Iterator[dict[str, np.ndarray]]:
         """Shuffled full batches of ``epoch`` from batch ``start_step`` on, as
-        ``data.train_batches``: this process's ``batch_size // process_count`` rows of each."""
+        :func:`swinjax.data.split.train_batches`: this process's ``batch_size //
+        process_count`` rows of each."""
         b = self._shard_batch(batch_size)
         shards = self._process_shards(process_index, process_count)
         num_steps = self.steps_per_epoch(batch_size)
@@ -128,7 +131,7 @@ class StreamSplit:
     def eval_batches(
         self, batch_size: int, *, process_index: int = 0, process_count: int = 1
     ) -> Iterator[dict[str, np.ndarray]]:
-        """Every example once, as ``data.eval_batches``: ``{"image", "label", "mask"}``, each
+        """Every example once, as :func:`swinjax.data.split.eval_batches`, each
         shard padded to ceil(max shard size / b) batches (zero image, label 0, mask 0.0)."""
         b = self._shard_batch(batch_size)
         shards = self._process_shards(process_index, process_count)
@@ -161,8 +164,9 @@ class StreamSplit:
 
         file_seed, buffer_seed = _derive_pair(seed, epoch, k, _ORDER)
         crop_key_2 = tf.constant(_derive_pair(seed, epoch, k, _CROPS), tf.int64)
-        ds, paths = _read_encoded(self.builder, self._shard(k), file_seed)
-        buffer = self.shard_sizes[k] if paths else self.shuffle_buffer  # paths: a full shuffle
+        shard = self.shards[k]
+        ds, paths = shard.read(self.builder, file_seed), shard.reads_paths
+        buffer = shard.size if paths else self.shuffle_buffer  # paths: a full shuffle
         ds = ds.shuffle(buffer, seed=buffer_seed, reshuffle_each_iteration=False)
         ds = ds.enumerate().skip(start * b).take((stop - start) * b)  # resume before decoding
         pre, channels, feature = self.host_preprocess, self.image_shape[-1], self._image_feature
@@ -187,7 +191,7 @@ class StreamSplit:
     def _eval_shard(self, k: int, b: int, num_batches: int) -> Any:
         import tensorflow as tf
 
-        ds, paths = _read_encoded(self.builder, self._shard(k), None)
+        ds, paths = self.shards[k].read(self.builder, None), self.shards[k].reads_paths
         pre, channels, feature = self.host_preprocess, self.image_shape[-1], self._image_feature
 
         def prepare(example: dict) -> dict:
@@ -213,11 +217,6 @@ class StreamSplit:
         ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat(pad))
         return ds.batch(b, drop_remainder=True)
 
-    def _shard(self, k: int) -> Any:
-        import tensorflow_datasets as tfds
-
-        return tfds.even_splits(self.spec, n=self.num_shards)[k]
-
 
 def open_split(
     builder: Any,
@@ -227,153 +226,65 @@ def open_split(
     num_shards: int = 1,
     host_preprocess: HostPreprocess | None = None,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
-) -> StreamSplit:
+    classes: tuple[int, ...] = (),
+) -> StreamedSplit:
     """The split ``spec`` of ``builder`` (e.g. ``tfds.builder(dataset, data_dir=DIR)``, or
     ``tfds.ImageFolder(root)``), cut into ``num_shards`` data shards; ``name`` (default: the
-    builder's) names the dataset in ``StreamSplit.name`` = ``"name:spec"``.
+    builder's) names the dataset in ``StreamedSplit.name`` = ``"name:spec"``. ``classes``: keep
+    only these classes, renumbered 0..k-1 in the order given (image folders only: their labels
+    are known without reading the images).
 
-    Raises ValueError for a builder without ``image`` / class ``label`` features, variable-size
-    images without ``host_preprocess``, or bad sizes; :class:`swinjax.errors.InvalidSplitError` (a
-    ValueError) for a spec that does not parse, names a missing split, or leaves a shard empty.
+    Raises :class:`ConfigError` for a builder without ``image`` / class ``label`` features,
+    variable-size images without ``host_preprocess``, bad sizes, or classes on a dataset of
+    record files; :class:`InvalidSplitError` for a spec that does not parse, names a missing
+    split, or leaves a shard empty (both are ValueErrors).
     """
     name = name or getattr(builder, "name", "dataset")
-    image_shape = _check_features(builder, name, host_preprocess)
+    fixed, channels = image_features(builder, name)
+    if host_preprocess is None and fixed is None:
+        raise ConfigError(
+            f"dataset {name!r} has images of variable size {builder.info.features['image'].shape}"
+            "; pass host_preprocess=HostPreprocess(output_size=(H, W)) to crop and resize them"
+        )
     if not isinstance(num_shards, int) or num_shards < 1:
         raise ConfigError(f"num_shards must be an int >= 1, got {num_shards!r}")
     if shuffle_buffer < 1:
         raise ConfigError(f"shuffle_buffer must be >= 1, got {shuffle_buffer}")
-    shard_sizes = _shard_sizes(builder, name, spec, num_shards)
+    ranges = split_ranges(name, spec, split_sizes(builder, name))
     label = builder.info.features["label"]
-    return StreamSplit(
+    names = tuple(getattr(label, "names", None) or ())
+    subset = ClassSubset(classes, int(label.num_classes), f"{name}:{spec}") if classes else None
+    shards = _shards(builder, name, ranges, num_shards, subset)
+    if min(shard.size for shard in shards) < 1:
+        raise InvalidSplitError(
+            f"split {spec!r} of {name!r} has {sum(shard.size for shard in shards)} examples"
+            f"{' of those classes' if subset else ''}: too few for {num_shards} non-empty shards"
+        )
+    return StreamedSplit(
         builder=builder,
-        spec=spec,
-        name=f"{name}:{spec}",
-        num_classes=int(label.num_classes),
-        class_names=tuple(getattr(label, "names", None) or ()),
-        image_shape=image_shape,
-        shard_sizes=shard_sizes,
+        name=subset.name if subset else f"{name}:{spec}",
+        num_classes=len(classes) if subset else int(label.num_classes),
+        class_names=subset.class_names(names) if subset else names,
+        image_shape=(*(host_preprocess.output_size if host_preprocess else fixed), channels),
+        shards=tuple(shards),
         host_preprocess=host_preprocess,
         shuffle_buffer=int(shuffle_buffer),
     )
 
 
-def _check_features(builder: Any, name: str, pre: HostPreprocess | None) -> tuple[int, int, int]:
-    """(H, W, C) of the batches' images, or a ValueError saying what the dataset lacks."""
-    import tensorflow_datasets as tfds
-
-    features = builder.info.features
-    if "image" not in features or "label" not in features:
+def _shards(
+    builder: Any, name: str, ranges: list, num_shards: int, subset: ClassSubset | None
+) -> list[RecordShard | FileShard]:
+    if shards_lib.is_image_folder(builder):
+        return shards_lib.file_shards(builder, ranges, num_shards, subset)
+    if subset is not None:
         raise ConfigError(
-            f"dataset {name!r} has features {list(features)}; swinjax needs 'image' and 'label'"
+            f"config.classes on {name!r}, streamed: the labels of a tfds dataset's records are "
+            "known only by reading them all. Use --config.input_pipeline=memory (images of one "
+            "size that fit in memory), or an image folder (imagefolder:ROOT), whose labels come "
+            "from its folder names"
         )
-    image, label = features["image"], features["label"]
-    if not isinstance(image, tfds.features.Image) or np.dtype(image.np_dtype) != np.uint8:
-        raise ConfigError(f"dataset {name!r}: 'image' is not a uint8 tfds Image ({image!r})")
-    if getattr(label, "num_classes", None) is None:
-        raise ConfigError(f"dataset {name!r}: 'label' is not a class label ({label!r})")
-    height, width, channels = tuple(image.shape)
-    if channels is None:
-        raise ConfigError(f"dataset {name!r}: images of shape {image.shape} have no channel count")
-    if pre is not None:
-        return (*pre.output_size, int(channels))
-    if height is None or width is None:
-        raise ConfigError(
-            f"dataset {name!r} has images of variable size {image.shape}; pass "
-            "host_preprocess=HostPreprocess(output_size=(H, W)) to crop and resize them"
-        )
-    return int(height), int(width), int(channels)
-
-
-def _shard_sizes(builder: Any, name: str, spec: str, num_shards: int) -> tuple[int, ...]:
-    """Examples in each even part of ``spec``, from the builder's split info (nothing read)."""
-    import tensorflow_datasets as tfds
-
-    splits = builder.info.splits
-    if not splits:
-        raise InvalidSplitError(f"{name!r} records no split sizes: is it prepared (tfds build)?")
-    try:
-        _ranges(tfds.core.ReadInstruction.from_spec(spec), splits)
-        sizes = tuple(
-            sum(stop - start for _, start, stop in _ranges(part, splits))
-            for part in tfds.even_splits(spec, n=num_shards)
-        )
-    except (ValueError, KeyError, AssertionError, TypeError) as e:
-        raise InvalidSplitError(
-            f"split {spec!r} of {name!r} is not valid: {str(e).strip()}. The dataset's splits "
-            f"are {sorted(splits.keys())}; slice them like 'train[:90%]' or 'test[:1000]'"
-        ) from None
-    if min(sizes) < 1:
-        raise InvalidSplitError(
-            f"split {spec!r} of {name!r} has {sum(sizes)} examples: too few for "
-            f"{num_shards} non-empty shards"
-        )
-    return sizes
-
-
-def _ranges(split: Any, splits: Any) -> list[tuple[str, int, int]]:
-    """``split`` (a tfds split object) as absolute (split name, start, stop) ranges."""
-    return [
-        (i.splitname, i.from_ or 0, splits[i.splitname].num_examples if i.to is None else i.to)
-        for i in split.to_absolute(splits)
-    ]
-
-
-def _read_encoded(builder: Any, shard: Any, file_seed: int | None) -> tuple[Any, bool]:
-    """Shard ``shard`` as ``{"image": encoded bytes, "label": int64}``, files in a seeded
-    shuffled order (``file_seed``) or in file order (None), deterministic either way; and
-    whether "image" holds file paths instead (an ImageFolder: read them when decoding)."""
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
-    from tensorflow_datasets.core.dataset_builder import FileReaderBuilder
-
-    options = tf.data.Options()
-    options.deterministic = True
-    if _image_folder_examples(builder) is not None:
-        return _image_folder_paths(builder, shard).with_options(options), True
-    read_config = tfds.ReadConfig(
-        options=options,
-        try_autocache=False,
-        skip_prefetch=True,
-        shuffle_seed=file_seed,
-        shuffle_reshuffle_each_iteration=False,
-    )
-    kwargs = {"decoders": {"image": tfds.decode.SkipDecoding()}, "read_config": read_config}
-    if isinstance(builder, FileReaderBuilder):  # reads only the shard's files and records
-        shuffle_files = file_seed is not None and not builder.info.disable_shuffling
-        ds = builder.as_dataset(split=shard, shuffle_files=shuffle_files, **kwargs)
-    else:  # a builder that reads whole named splits only: slice them here, in file order
-        parts = [
-            builder.as_dataset(split=split, shuffle_files=False, **kwargs).skip(a).take(b - a)
-            for split, a, b in _ranges(shard, builder.info.splits)
-        ]
-        ds = functools.reduce(lambda x, y: x.concatenate(y), parts)
-    ds = ds.map(lambda ex: {"image": ex["image"], "label": ex["label"]})
-    return ds.with_options(options), False
-
-
-def _image_folder_examples(builder: Any) -> dict | None:
-    """tfds ImageFolder's (path, label name) lists per split, in its fixed order; else None."""
-    from tensorflow_datasets.core.folder_dataset import image_folder
-
-    if isinstance(builder, image_folder.ImageFolder):
-        return getattr(builder, "_split_examples", None)
-    return None
-
-
-def _image_folder_paths(builder: Any, shard: Any) -> Any:
-    """An ImageFolder shard as ``{"image": file path, "label": int64}``: what its as_dataset
-    reads, without reading files that other shards (or a resumed epoch's skip) pass over."""
-    import tensorflow as tf
-
-    examples, label = _image_folder_examples(builder), builder.info.features["label"]
-    chosen = [
-        example
-        for split, a, b in _ranges(shard, builder.info.splits)
-        for example in examples[split][a:b]
-    ]
-    paths = tf.constant([e.image_path for e in chosen], tf.string)
-    labels = tf.constant([label.str2int(e.label) for e in chosen], tf.int64)
-    return tf.data.Dataset.from_tensor_slices({"image": paths, "label": labels})
+    return shards_lib.record_shards(ranges, num_shards)
 
 
 def _concat_shards(parts: list) -> Any:
@@ -391,5 +302,5 @@ def _concat_shards(parts: list) -> Any:
 
 def _derive_pair(*words: int) -> list[int]:
     """Two seeds in [0, 2**63), a pure function of ``words`` (any ints, even negative)."""
-    entropy = [int(w) % 2**64 for w in (0x57EA, *words)]
+    entropy = [int(word) % 2**64 for word in (0x57EA, *words)]
     return [int(x) >> 1 for x in np.random.SeedSequence(entropy).generate_state(2, np.uint64)]
