@@ -145,8 +145,9 @@ def drop(
     return jnp.where(kept, x / jnp.asarray(keep, x.dtype), jnp.zeros((), x.dtype))
 
 
-class Dropout(nn.Module):
-    """``flax.linen.Dropout`` (same interface, same module names) on the fused generator.
+class Dropout(nn.Module, kw_only=True):
+    """``flax.linen.Dropout`` (the same fields, given by keyword; the same module names) on the
+    fused generator.
 
     ``rate`` is a Python float; ``deterministic=True`` or ``rate == 0`` is the identity.
     ``fused=False``: the same masks through JAX's Threefry primitive (see :func:`bernoulli`).

@@ -68,8 +68,10 @@ class KernelSet:
         return attention.matmul_attention
 
 
-REFERENCE = KernelSet("reference", nn.Dense, activations.gelu_reference, fused_dropout=False)
-CPU = KernelSet("cpu", linear.Dense, activations.gelu, fused_dropout=True)
+REFERENCE = KernelSet(
+    name="reference", dense=nn.Dense, gelu=activations.gelu_reference, fused_dropout=False
+)
+CPU = KernelSet(name="cpu", dense=linear.Dense, gelu=activations.gelu, fused_dropout=True)
 
 
 def elementwise_attention_wins(tokens: int, head_dim: int) -> bool:
