@@ -17,30 +17,10 @@ Vectorised: every op of the table is computed for the whole batch and each image
 inputs stay uint8 (rounded after every op, as PIL does), float inputs on [0, 1] stay float.
 Magnitudes with a direction (rotate, shear, translate, the enhance factors) take a random sign.
 
-Cost, measured on the only hardware this task had: a 2-core CPU shared with other work (no
-accelerator was lent), cifar_strong at its batch of 128 (32x32 images), ms per train step.
-
-=================  ==========  ================  ===========  ==================
-tool               bench step  interleaved step  alone (jit)  chosen
-=================  ==========  ================  ===========  ==================
-none               243         553               -
-randaugment N2 M9  283 (+40)   571 (+17, +3%)    20
-trivialaugment     294 (+51)   584 (+31, +6%)    11           default policy
-mixup + cutmix     255 (+12)   566 (+9, +2%)     1.2
-random erasing     259 (+16)   573 (+16, +3%)    4.7
-EMA                279 (+36)   566 (+9, +2%)     0.5
-all of them        291 (+48)   593 (+39, +7%)    -
-=================  ==========  ================  ===========  ==================
-
-"bench step": ``python -m swinjax.bench --config experiments/cifar_strong.py
---config.dataset=synthetic --config.synthetic_image_size=32 --config.synthetic_num_classes=100
---steps=10`` plus the tool's key (the CLI's runtime settings on), the better of two runs; the run-
-to-run noise on this shared machine (~20 ms) is as large as most differences. "interleaved step":
-the same states stepped in turn, three steps each, the minimum of six rounds (in-process, without
-the huge-page restart, hence the slower base). "alone": the tool's function alone, jitted, on a
-128 x 32 x 32 x 3 batch. Every tool costs a few percent of a step; TrivialAugment is the policy to
-reach for first: no hyperparameter to tune (RandAugment has N and M), half RandAugment's work
-alone, the same order of step cost. Off stays the key's default, so existing configs are unchanged.
+Either policy, like the other recipe tools, costs a few percent of a train step on the CPU
+(measured: docs/performance.md, "Device-side augmentation"). TrivialAugment is the policy to
+reach for first: it has no hyperparameter to tune (RandAugment has N and M) and does half
+RandAugment's work. Off stays the key's default, so existing configs are unchanged.
 """
 
 from __future__ import annotations
@@ -164,8 +144,8 @@ def _layers(
     ``quantize``.
 
     A loop (``lax.scan``) even for one layer: each layer reads a materialised input. Fused into
-    its consumer, the warp's gathers ran several times slower on XLA:CPU (two chained layers 8x
-    one layer; TrivialAugment fused into the train step 4x its standalone cost, measured)."""
+    its consumer, the warp's gathers ran several times slower on XLA:CPU (docs/performance.md,
+    "Device-side augmentation")."""
 
     def layer(x: jax.Array, layer_key: jax.Array) -> tuple[jax.Array, None]:
         draw_key, sign_key = jax.random.split(layer_key)
