@@ -81,11 +81,11 @@ def validate_policy(policy: str, num_ops: int = 2) -> None:
         raise ConfigError(f"config.randaug_num_ops={num_ops!r}: must be an integer >= 1")
 
 
-def _is(op_B: jax.Array, name: str) -> jax.Array:
+def _is_op(op_B: jax.Array, name: str) -> jax.Array:
     return op_B == OPS.index(name)
 
 
-def _geometry(
+def _affine_warps(
     op_B: jax.Array, signed_B: jax.Array, r: Ranges, size: tuple[int, int]
 ) -> tuple[jax.Array, jax.Array]:
     """Per image, the affine warp of its op (the identity for a non-geometric op)."""
@@ -96,7 +96,7 @@ def _geometry(
         ("shear_x", ops.shear(signed_B * r.shear, axis=1)),
         ("shear_y", ops.shear(signed_B * r.shear, axis=0)),
     ):
-        matrix_B22 = jnp.where(_is(op_B, name)[:, None, None], m, matrix_B22)
+        matrix_B22 = jnp.where(_is_op(op_B, name)[:, None, None], m, matrix_B22)
     shift_B = signed_B * r.translate
     zero_B = jnp.zeros_like(shift_B)
     offset_B2 = jnp.zeros((B, 2), jnp.float32)
@@ -104,7 +104,7 @@ def _geometry(
         ("translate_y", jnp.stack([shift_B * size[0], zero_B], -1)),
         ("translate_x", jnp.stack([zero_B, shift_B * size[1]], -1)),
     ):
-        offset_B2 = jnp.where(_is(op_B, name)[:, None], o, offset_B2)
+        offset_B2 = jnp.where(_is_op(op_B, name)[:, None], o, offset_B2)
     return matrix_B22, offset_B2
 
 
@@ -129,14 +129,14 @@ def apply_ops(
     }
     out = x_BHWC
     for name, op in candidates.items():
-        out = jnp.where(_is(op_B, name)[:, None, None, None], op(), out)
-    matrix_B22, offset_B2 = _geometry(op_B, sign_B * m_B, r, (H, W))
+        out = jnp.where(_is_op(op_B, name)[:, None, None, None], op(), out)
+    matrix_B22, offset_B2 = _affine_warps(op_B, sign_B * m_B, r, (H, W))
     geometric_B = jnp.isin(op_B, jnp.array([OPS.index(n) for n in _GEOMETRIC]))
     warped = ops.affine(x_BHWC, matrix_B22, offset_B2)
     return jnp.where(geometric_B[:, None, None, None], warped, out)
 
 
-def _layers(
+def _apply_layers(
     key: jax.Array, x_BHWC: jax.Array, num_layers: int, draw, r: Ranges, quantize: bool
 ) -> jax.Array:
     """``num_layers`` rounds of :func:`apply_ops`, each image's op and magnitude from
@@ -165,7 +165,7 @@ def trivial_augment(key: jax.Array, x_BHWC: jax.Array, quantize: bool) -> jax.Ar
         level_B = jax.random.randint(level_key, (B,), 0, TRIVIAL_LEVELS)
         return jax.random.randint(op_key, (B,), 0, len(OPS)), level_B / (TRIVIAL_LEVELS - 1.0)
 
-    return _layers(key, x_BHWC, 1, draw, WIDE, quantize)
+    return _apply_layers(key, x_BHWC, 1, draw, WIDE, quantize)
 
 
 def rand_augment(
@@ -178,7 +178,7 @@ def rand_augment(
     def draw(k: jax.Array, B: int) -> tuple[jax.Array, jax.Array]:
         return jax.random.randint(k, (B,), 0, len(OPS)), jnp.broadcast_to(m, (B,))
 
-    return _layers(key, x_BHWC, num_ops, draw, STANDARD, quantize)
+    return _apply_layers(key, x_BHWC, num_ops, draw, STANDARD, quantize)
 
 
 def apply_policy(

@@ -41,7 +41,7 @@ def _halvings(p: int) -> int | None:
     return int(math.log2(p)) if p >= 1 and p & (p - 1) == 0 else None
 
 
-def layout(
+def conv_layout(
     patch_size: Pair, embed_dim: int, stem_channels: Sequence[int], stem_strides: Sequence[int] = ()
 ) -> tuple[tuple[int, Pair], ...]:
     """``(channels, strides)`` of each 3x3 convolution of the conv stem; ValueError naming the
@@ -89,7 +89,7 @@ def _explicit_strides(
     return [(s, s) for s in strides]
 
 
-def check(
+def validate_stem(
     stem: str,
     stem_channels: Sequence[int],
     patch_size: Pair,
@@ -105,7 +105,7 @@ def check(
             "are set but stem='patch'"
         )
     if stem == "conv":
-        layout(patch_size, embed_dim, stem_channels, stem_strides)
+        conv_layout(patch_size, embed_dim, stem_channels, stem_strides)
 
 
 class ConvStem(nn.Module, kw_only=True):
@@ -126,7 +126,7 @@ class ConvStem(nn.Module, kw_only=True):
         conv_init = nn.initializers.glorot_uniform() if keras else nn.initializers.he_normal()
         norm = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         for i, (channels, strides) in enumerate(
-            layout(self.patch_size, self.embed_dim, self.stem_channels, self.stem_strides)
+            conv_layout(self.patch_size, self.embed_dim, self.stem_channels, self.stem_strides)
         ):
             x_BHWC = nn.Conv(
                 features=channels,
@@ -156,7 +156,7 @@ class ConvStem(nn.Module, kw_only=True):
         return x_BHWC
 
 
-def patch_embed(model: Any) -> nn.Module:
+def patch_embedding(model: Any) -> nn.Module:
     """The patch embedding ``model`` (a ``SwinTransformer``) asks for, named ``patch_embed``;
     call it inside the model's compact ``__call__``."""
     patch = to_pair(model.patch_size)

@@ -103,7 +103,7 @@ class SwinTransformer(nn.Module, kw_only=True):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.stage_specs()  # validate every hyperparameter at construction, before any tracing
-        kernel_sets.check(self.kernels)
+        kernel_sets.validate_kernels(self.kernels)
         _check(
             self.remat in REMAT_POLICIES,
             f"remat {self.remat!r} is not one of {tuple(REMAT_POLICIES)}",
@@ -146,7 +146,7 @@ class SwinTransformer(nn.Module, kw_only=True):
             self.weight_init in WEIGHT_INITS,
             f"weight_init {self.weight_init!r} is not one of {WEIGHT_INITS}",
         )
-        stems.check(self.stem, self.stem_channels, patch, self.embed_dim, self.stem_strides)
+        stems.validate_stem(self.stem, self.stem_channels, patch, self.embed_dim, self.stem_strides)
 
         return img, patch
 
@@ -208,7 +208,7 @@ class SwinTransformer(nn.Module, kw_only=True):
                 f"{expected[2]}) (NHWC), got {tuple(images_BHWC.shape)}"
             )
         deterministic = not train
-        x = stems.patch_embed(self)(images_BHWC.astype(self.dtype))
+        x = stems.patch_embedding(self)(images_BHWC.astype(self.dtype))
         B, H, W, C = x.shape
         if self.ape:
             init = (

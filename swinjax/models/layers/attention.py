@@ -40,7 +40,7 @@ def _probabilities(q_BwNhd: jax.Array, k_BwNhd: jax.Array, add_wNNh: jax.Array) 
 
 
 @jax.custom_vjp
-def _small(q_BwNhd, k_BwNhd, v_BwNhd, add_wNNh, scale_BwNNh):
+def _small_window_core(q_BwNhd, k_BwNhd, v_BwNhd, add_wNNh, scale_BwNNh):
     return _small_fwd(q_BwNhd, k_BwNhd, v_BwNhd, add_wNNh, scale_BwNNh)[0]
 
 
@@ -75,7 +75,7 @@ def _small_bwd(residuals, g_BwNhd):
     )
 
 
-_small.defvjp(_small_fwd, _small_bwd)
+_small_window_core.defvjp(_small_fwd, _small_bwd)
 
 
 def small_window_attention(
@@ -90,7 +90,7 @@ def small_window_attention(
         scale_BwNNh = jnp.ones((), jnp.float32)
     Bw, N, h, _ = q_BwNhd.shape
     scale_BwNNh = jnp.broadcast_to(scale_BwNNh.astype(jnp.float32), (Bw, N, N, h))
-    return _small(q_BwNhd, k_BwNhd, v_BwNhd, add_wNNh.astype(jnp.float32), scale_BwNNh)
+    return _small_window_core(q_BwNhd, k_BwNhd, v_BwNhd, add_wNNh.astype(jnp.float32), scale_BwNNh)
 
 
 def matmul_attention(

@@ -54,7 +54,7 @@ def threefry2x32(
     return x0, x1
 
 
-def _fast_path(key: jax.Array, size: int) -> bool:
+def _unrolled_threefry_applies(key: jax.Array, size: int) -> bool:
     impl = jax.random.key_impl(key) if _is_typed(key) else None
     return (
         (impl is None or str(impl) == "threefry2x32")
@@ -70,7 +70,7 @@ def _is_typed(key: jax.Array) -> bool:
 def threefry_bits(key: jax.Array, shape: Sequence[int]) -> jax.Array:
     """uint32 random bits of ``shape``: equal to ``jax.random.bits(key, shape)``."""
     shape = tuple(int(s) for s in shape)
-    if not _fast_path(key, math.prod(shape)):
+    if not _unrolled_threefry_applies(key, math.prod(shape)):
         return jax.random.bits(key, shape, jnp.uint32)
     data = jax.random.key_data(key) if _is_typed(key) else key
     # The row-major flat index of every element: the low word of jax's 64-bit counter (the
@@ -101,7 +101,7 @@ def bernoulli(key: jax.Array, p: float, shape: Sequence[int], fused: bool = True
     n = math.prod(shape)
     if p >= 1.0:
         return jnp.ones(shape, bool)
-    if not _fast_path(key, n):
+    if not _unrolled_threefry_applies(key, n):
         return jax.random.bernoulli(key, p, shape)
     data = jax.random.key_data(key) if _is_typed(key) else key
     half = (n + 1) // 2

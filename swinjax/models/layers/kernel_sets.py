@@ -76,7 +76,7 @@ def elementwise_attention_wins(tokens: int, head_dim: int) -> bool:
     return tokens <= ELEMENTWISE_MAX_TOKENS and tokens * head_dim <= ELEMENTWISE_MAX_ND
 
 
-def check(kernels: str) -> None:
+def validate_kernels(kernels: str) -> None:
     """Raises ValueError unless ``kernels`` is one of :data:`KERNELS`."""
     if kernels not in KERNELS:
         raise ConfigError(f"kernels {kernels!r} is not one of {KERNELS}")
@@ -84,7 +84,7 @@ def check(kernels: str) -> None:
 
 def resolve(kernels: str, backend: str | None = None) -> str:
     """``"reference"`` or ``"cpu"``: ``"auto"`` by ``backend`` (None: JAX's default backend)."""
-    check(kernels)
+    validate_kernels(kernels)
     if kernels != "auto":
         return kernels
     return "cpu" if (backend or jax.default_backend()) == "cpu" else "reference"
