@@ -182,7 +182,12 @@ def test_init_from_errors_are_named(tmp_path, source_run) -> None:
         trainer.train_and_evaluate(_target(tmp_path / "nothing.safetensors"), tmp_path / "a")
     other = _target(source_run)
     other.model_kwargs.embed_dim = 32  # another architecture
-    with pytest.raises(CheckpointMismatchError, match=r"patch_embed\.proj\.weight"):
+    with pytest.raises(CheckpointMismatchError, match=r"patch_embed\.proj\.weight") as error:
         trainer.train_and_evaluate(other, tmp_path / "b")
+    # A few mismatches, the counts, the field that differs and the fix; not every key.
+    message = str(error.value)
+    assert "embed_dim=16 (this model: 32)" in message and "Fix: build the model" in message
+    assert message.count("shape mismatch for") == 5 and "more shape mismatches)" in message
+    assert len(message) < 2000
     with pytest.raises(ValueError, match="init_head='reset' needs config.init_from"):
         trainer.train_and_evaluate(make_tiny_config(init_head="reset"), tmp_path / "c")

@@ -93,7 +93,9 @@ def test_the_sets_trace_different_programs() -> None:
     x = jnp.ones((2, 4, 4, 16))
     jaxprs = {}
     for name in ("cpu", "reference"):
-        block = SwinBlock(2, (2, 2), (1, 1), drop=0.1, attn_drop=0.1, kernels=name)
+        block = SwinBlock(
+            num_heads=2, window=(2, 2), shift=(1, 1), drop=0.1, attn_drop=0.1, kernels=name
+        )
         params = block.init(jax.random.key(0), x, True)
 
         def loss(p, x, block=block):
@@ -113,9 +115,9 @@ def test_block_same_outputs_and_gradients(window, size, dim, heads, shifted, wit
     x = jax.random.normal(jax.random.key(0), (2, size, size, dim))
     blocks = {
         name: SwinBlock(
-            heads,
-            (window, window),
-            shift,
+            num_heads=heads,
+            window=(window, window),
+            shift=shift,
             mlp_ratio=2.0,
             drop=rate,
             attn_drop=rate,

@@ -59,13 +59,15 @@ def test_bernoulli_other_prng_falls_back():
 def test_dropout_module():
     x = jax.random.normal(jax.random.key(0), (64, 128)) + 3.0
     rngs = {"dropout": jax.random.key(1)}
-    assert dropout.Dropout(0.2).apply({}, x, deterministic=True, rngs=rngs) is x
-    assert dropout.Dropout(0.0).apply({}, x, deterministic=False, rngs=rngs) is x
-    y = np.asarray(dropout.Dropout(0.2).apply({}, x, deterministic=False, rngs=rngs))
+    assert dropout.Dropout(rate=0.2).apply({}, x, deterministic=True, rngs=rngs) is x
+    assert dropout.Dropout(rate=0.0).apply({}, x, deterministic=False, rngs=rngs) is x
+    y = np.asarray(dropout.Dropout(rate=0.2).apply({}, x, deterministic=False, rngs=rngs))
     kept = y != 0
     assert abs(kept.mean() - 0.8) < 0.02
     np.testing.assert_allclose(y[kept], np.asarray(x)[kept] / 0.8, rtol=1e-6)
-    y2 = dropout.Dropout(0.2).apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(2)})
+    y2 = dropout.Dropout(rate=0.2).apply(
+        {}, x, deterministic=False, rngs={"dropout": jax.random.key(2)}
+    )
     assert (np.asarray(y2) != y).any()
 
 

@@ -107,7 +107,7 @@ def test_patch_merging_channel_order() -> None:
 
 def test_drop_path_drops_whole_samples_and_rescales() -> None:
     x = jnp.ones((512, 4, 4, 3))
-    out = np.asarray(DropPath(0.25).apply({}, x, False, rngs={"dropout": jax.random.key(0)}))
+    out = np.asarray(DropPath(rate=0.25).apply({}, x, False, rngs={"dropout": jax.random.key(0)}))
     per_sample = out.reshape(512, -1)
     assert np.all((per_sample == 0.0).all(1) | (per_sample == 1 / 0.75).all(1))
     dropped = (per_sample == 0.0).all(1).mean()
@@ -118,11 +118,11 @@ def test_drop_path_drops_whole_samples_and_rescales() -> None:
 def test_drop_path_element_mode_and_deterministic() -> None:
     x = jnp.ones((4, 8, 8, 16))
     out = np.asarray(
-        DropPath(0.5, "element").apply({}, x, False, rngs={"dropout": jax.random.key(0)})
+        DropPath(rate=0.5, mode="element").apply({}, x, False, rngs={"dropout": jax.random.key(0)})
     )
     assert set(np.unique(out)) == {0.0, 2.0}
     assert all(0 < (s == 0).mean() < 1 for s in out)  # zeros scattered inside each sample
-    np.testing.assert_array_equal(DropPath(0.5).apply({}, x, True), x)
+    np.testing.assert_array_equal(DropPath(rate=0.5).apply({}, x, True), x)
 
 
 def test_drop_path_rates_rise_linearly_over_depth() -> None:

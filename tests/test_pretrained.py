@@ -17,7 +17,7 @@ from safetensors.numpy import save_file
 from swinjax.errors import CheckpointMismatchError, DownloadError, MissingDependencyError
 from swinjax.models import param_shapes
 from swinjax.weights import load as weights_load
-from swinjax.weights.convert import params_from_timm
+from swinjax.weights.convert import params_from_timm, params_to_timm
 from swinjax.weights.load import format_report, load_pretrained, load_state_dict
 from tests.test_convert import GOLDEN, model_of, state_dict
 
@@ -110,13 +110,50 @@ def test_skip_initialises_an_absolute_position_embedding(swin32) -> None:
 def test_another_architecture_raises_naming_the_key(swin32) -> None:
     meta, sd = swin32
     with pytest.raises(
-        CheckpointMismatchError, match=r"missing: 'layers\.1\.blocks\.2\..*\(and 14 more\)"
+        CheckpointMismatchError, match=r"missing: 'layers\.1\.blocks\.2\..*\(and 21 more\)"
     ):
         load_pretrained(sd, model_of(meta, depths=(2, 4, 2)))
     with pytest.raises(CheckpointMismatchError, match=r"unexpected: 'layers\.2\.blocks\.0\.norm1"):
         load_pretrained(sd, model_of(meta, depths=(2, 2, 0)))
     with pytest.raises(CheckpointMismatchError, match=r"shape mismatch for 'patch_embed\.proj\.w"):
         load_pretrained(sd, model_of(meta, embed_dim=32))
+
+
+def test_another_architecture_shows_a_few_keys_the_counts_and_what_differs(swin32) -> None:
+    """Not one line naming every key: the first five of each kind in the network's order, how
+    many there are, the architecture fields the checkpoint shows otherwise, and the fix."""
+    meta, sd = swin32
+    model = model_of(meta, embed_dim=32, depths=(2, 4, 2), num_heads=(2, 4, 4))
+    zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), param_shapes(model))
+    shapes = {k: v.shape for k, v in params_to_timm(zeros).items()}
+    missing = sorted(shapes.keys() - sd.keys())  # stage 1's blocks 2 and 3
+    # Of another width: all but stage 0's and 1's position-bias tables (the same heads); the
+    # head is left for re-initialisation.
+    mismatches = sum(
+        shapes[k] != v.shape for k, v in sd.items() if k in shapes and not k.startswith("head.")
+    )
+    with pytest.raises(CheckpointMismatchError) as error:
+        load_pretrained(sd, model)
+    lines = str(error.value).splitlines()
+    assert lines[0] == f"the checkpoint does not fit the model: {len(missing)} missing, " + (
+        f"{mismatches} shape mismatches"
+    )
+    assert lines[1].startswith("  missing: 'layers.1.blocks.2.")
+    assert lines[1].count("'") == 2 * 5 and lines[1].endswith(f"(and {len(missing) - 5} more)")
+    assert lines[2:7] == [  # in timm's layout, the model's too
+        "  shape mismatch for 'patch_embed.proj.weight': checkpoint (24, 3, 2, 2), model "
+        "(32, 3, 2, 2)",
+        "  shape mismatch for 'patch_embed.proj.bias': checkpoint (24,), model (32,)",
+        "  shape mismatch for 'patch_embed.norm.weight': checkpoint (24,), model (32,)",
+        "  shape mismatch for 'patch_embed.norm.bias': checkpoint (24,), model (32,)",
+        "  shape mismatch for 'layers.0.blocks.0.norm1.weight': checkpoint (24,), model (32,)",
+    ]
+    assert lines[7] == f"  (and {mismatches - 5} more shape mismatches)"
+    assert lines[8] == (
+        "The checkpoint is another architecture: embed_dim=24 (this model: 32); "
+        "depths=(2, 2, 2) (this model: (2, 4, 2)); num_heads=(2, 4, 8) (this model: (2, 4, 4))."
+    )
+    assert lines[9].startswith("Fix: build the model the checkpoint was trained with")
 
 
 def test_missing_file_and_unknown_format(tmp_path) -> None:

@@ -22,12 +22,12 @@ def _params(model, size=16):
 
 
 def test_layouts_reach_the_patch_size() -> None:
-    assert stem.layout((4, 4), 96, ()) == ((24, (2, 2)), (48, (2, 2)), (96, (1, 1)))
-    assert stem.layout((2, 2), 48, ()) == ((24, (2, 2)), (48, (1, 1)))
-    assert stem.layout((4, 2), 32, (16, 16, 32)) == ((16, (2, 2)), (16, (2, 1)), (32, (1, 1)))
-    assert stem.layout((1, 1), 16, ()) == ((16, (1, 1)),)
+    assert stem.conv_layout((4, 4), 96, ()) == ((24, (2, 2)), (48, (2, 2)), (96, (1, 1)))
+    assert stem.conv_layout((2, 2), 48, ()) == ((24, (2, 2)), (48, (1, 1)))
+    assert stem.conv_layout((4, 2), 32, (16, 16, 32)) == ((16, (2, 2)), (16, (2, 1)), (32, (1, 1)))
+    assert stem.conv_layout((1, 1), 16, ()) == ((16, (1, 1)),)
     # Explicit strides: a full-resolution convolution first.
-    assert stem.layout((2, 2), 48, (32, 48, 48), (1, 2, 1)) == (
+    assert stem.conv_layout((2, 2), 48, (32, 48, 48), (1, 2, 1)) == (
         (32, (1, 1)),
         (48, (2, 2)),
         (48, (1, 1)),

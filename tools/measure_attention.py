@@ -2,7 +2,8 @@
 
 python tools/measure_attention.py --windows 2,3,4,5,7 --tokens 65536 --repeats 5
 
-For each square window of ``w x w`` tokens (N = w * w) and each head layout (``--heads``: pairs
+For each square window of side ``s`` (N = s * s tokens; ``--windows`` lists the sides) and each
+head layout (``--heads``: pairs
 ``h:d``, by default Swin's head width 32 with 3 heads and the Keras example's 8 x 8), times the
 forward and backward pass (``jax.grad`` of a weighted sum of the output, jitted) of
 ``attention.small_window_attention`` (elementwise products, hand-written VJP),
@@ -11,30 +12,9 @@ forward and backward pass (``jax.grad`` of a weighted sum of the output, jitted)
 windows) with a per-window bias of 4 windows per image, no dropout; compilation is left out and
 the best of ``--repeats`` calls is kept. Prints one JSON line per (window, heads), milliseconds.
 
-Measured on the 2-core development VM (AMD EPYC, KVM), shared with other work at the time (load
-4-7 on 2 cores: noisy, compare ratios within a row), ``--tokens 65536 --repeats 5`` then
-``--windows 3,4 --heads 3:32,6:16,8:8 --repeats 7``; ms, forward + backward:
-
-==  ==  ====  =============  =============  =============
-w   N   h:d   small          matmul         dot_product
-==  ==  ====  =============  =============  =============
-2   4   3:32  39.0           100.6          122.9
-2   4   8:8   40.4           124.0          84.6
-3   9   3:32  73.5 / 57.9    113.4 / 91.4   122.4 / 93.7
-3   9   6:16  78.7           183.1          126.8
-3   9   8:8   59.4 / 70.8    149.1 / 174.7  143.8 / 233.1
-4   16  3:32  110.4 / 119.0  89.9 / 115.4   104.6 / 95.5
-4   16  6:16  129.1          152.1          190.4
-4   16  8:8   92.7 / 132.0   158.4 / 225.6  182.2 / 292.5
-5   25  3:32  254.2          110.8          121.3
-5   25  8:8   214.7          224.6          281.5
-7   49  3:32  2270.8         268.1          226.0
-7   49  8:8   1061.7         370.4          446.9
-==  ==  ====  =============  =============  =============
-
-Hence ``swinjax.models.layers.kernel_sets``' rule: elementwise for N <= 16 and N * d <= 288, matrix
-products otherwise (the reference set's ``jax.nn.dot_product_attention`` is, on the CPU, about the
-matmul formulation's speed).
+What it measured, and the thresholds of ``swinjax.models.layers.kernel_sets`` that follow from
+it (elementwise for N <= 16 and N * d <= 288, matrix products otherwise), are in
+docs/performance.md ("Attention per window size").
 """
 
 from __future__ import annotations
@@ -61,11 +41,11 @@ FORMULATIONS = {
 
 
 def _inputs(tokens: int, N: int, h: int, d: int) -> tuple[jax.Array, ...]:
-    nW = 4
-    Bw = max(nW, tokens // N // nW * nW)
+    num_windows = 4
+    Bw = max(num_windows, tokens // N // num_windows * num_windows)
     keys = jax.random.split(jax.random.key(0), 5)
     q, k, v, g = (jax.random.normal(kk, (Bw, N, h, d)) for kk in keys[:4])
-    add = jax.random.normal(keys[4], (nW, N, N, h))
+    add = jax.random.normal(keys[4], (num_windows, N, N, h))
     return q, k, v, add, g
 
 

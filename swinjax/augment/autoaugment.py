@@ -17,30 +17,10 @@ Vectorised: every op of the table is computed for the whole batch and each image
 inputs stay uint8 (rounded after every op, as PIL does), float inputs on [0, 1] stay float.
 Magnitudes with a direction (rotate, shear, translate, the enhance factors) take a random sign.
 
-Cost, measured on the only hardware this task had: a 2-core CPU shared with other work (no
-accelerator was lent), cifar_strong at its batch of 128 (32x32 images), ms per train step.
-
-=================  ==========  ================  ===========  ==================
-tool               bench step  interleaved step  alone (jit)  chosen
-=================  ==========  ================  ===========  ==================
-none               243         553               -
-randaugment N2 M9  283 (+40)   571 (+17, +3%)    20
-trivialaugment     294 (+51)   584 (+31, +6%)    11           default policy
-mixup + cutmix     255 (+12)   566 (+9, +2%)     1.2
-random erasing     259 (+16)   573 (+16, +3%)    4.7
-EMA                279 (+36)   566 (+9, +2%)     0.5
-all of them        291 (+48)   593 (+39, +7%)    -
-=================  ==========  ================  ===========  ==================
-
-"bench step": ``python -m swinjax.bench --config experiments/cifar_strong.py
---config.dataset=synthetic --config.synthetic_image_size=32 --config.synthetic_num_classes=100
---steps=10`` plus the tool's key (the CLI's runtime settings on), the better of two runs; the run-
-to-run noise on this shared machine (~20 ms) is as large as most differences. "interleaved step":
-the same states stepped in turn, three steps each, the minimum of six rounds (in-process, without
-the huge-page restart, hence the slower base). "alone": the tool's function alone, jitted, on a
-128 x 32 x 32 x 3 batch. Every tool costs a few percent of a step; TrivialAugment is the policy to
-reach for first: no hyperparameter to tune (RandAugment has N and M), half RandAugment's work
-alone, the same order of step cost. Off stays the key's default, so existing configs are unchanged.
+Either policy, like the other recipe tools, costs a few percent of a train step on the CPU
+(measured: docs/performance.md, "Device-side augmentation"). TrivialAugment is the policy to
+reach for first: it has no hyperparameter to tune (RandAugment has N and M) and does half
+RandAugment's work. Off stays the key's default, so existing configs are unchanged.
 """
 
 from __future__ import annotations
@@ -101,11 +81,11 @@ def validate_policy(policy: str, num_ops: int = 2) -> None:
         raise ConfigError(f"config.randaug_num_ops={num_ops!r}: must be an integer >= 1")
 
 
-def _is(op_B: jax.Array, name: str) -> jax.Array:
+def _is_op(op_B: jax.Array, name: str) -> jax.Array:
     return op_B == OPS.index(name)
 
 
-def _geometry(
+def _affine_warps(
     op_B: jax.Array, signed_B: jax.Array, r: Ranges, size: tuple[int, int]
 ) -> tuple[jax.Array, jax.Array]:
     """Per image, the affine warp of its op (the identity for a non-geometric op)."""
@@ -116,7 +96,7 @@ def _geometry(
         ("shear_x", ops.shear(signed_B * r.shear, axis=1)),
         ("shear_y", ops.shear(signed_B * r.shear, axis=0)),
     ):
-        matrix_B22 = jnp.where(_is(op_B, name)[:, None, None], m, matrix_B22)
+        matrix_B22 = jnp.where(_is_op(op_B, name)[:, None, None], m, matrix_B22)
     shift_B = signed_B * r.translate
     zero_B = jnp.zeros_like(shift_B)
     offset_B2 = jnp.zeros((B, 2), jnp.float32)
@@ -124,7 +104,7 @@ def _geometry(
         ("translate_y", jnp.stack([shift_B * size[0], zero_B], -1)),
         ("translate_x", jnp.stack([zero_B, shift_B * size[1]], -1)),
     ):
-        offset_B2 = jnp.where(_is(op_B, name)[:, None], o, offset_B2)
+        offset_B2 = jnp.where(_is_op(op_B, name)[:, None], o, offset_B2)
     return matrix_B22, offset_B2
 
 
@@ -149,14 +129,14 @@ def apply_ops(
     }
     out = x_BHWC
     for name, op in candidates.items():
-        out = jnp.where(_is(op_B, name)[:, None, None, None], op(), out)
-    matrix_B22, offset_B2 = _geometry(op_B, sign_B * m_B, r, (H, W))
+        out = jnp.where(_is_op(op_B, name)[:, None, None, None], op(), out)
+    matrix_B22, offset_B2 = _affine_warps(op_B, sign_B * m_B, r, (H, W))
     geometric_B = jnp.isin(op_B, jnp.array([OPS.index(n) for n in _GEOMETRIC]))
     warped = ops.affine(x_BHWC, matrix_B22, offset_B2)
     return jnp.where(geometric_B[:, None, None, None], warped, out)
 
 
-def _layers(
+def _apply_layers(
     key: jax.Array, x_BHWC: jax.Array, num_layers: int, draw, r: Ranges, quantize: bool
 ) -> jax.Array:
     """``num_layers`` rounds of :func:`apply_ops`, each image's op and magnitude from
@@ -164,8 +144,8 @@ def _layers(
     ``quantize``.
 
     A loop (``lax.scan``) even for one layer: each layer reads a materialised input. Fused into
-    its consumer, the warp's gathers ran several times slower on XLA:CPU (two chained layers 8x
-    one layer; TrivialAugment fused into the train step 4x its standalone cost, measured)."""
+    its consumer, the warp's gathers ran several times slower on XLA:CPU (docs/performance.md,
+    "Device-side augmentation")."""
 
     def layer(x: jax.Array, layer_key: jax.Array) -> tuple[jax.Array, None]:
         draw_key, sign_key = jax.random.split(layer_key)
@@ -185,7 +165,7 @@ def trivial_augment(key: jax.Array, x_BHWC: jax.Array, quantize: bool) -> jax.Ar
         level_B = jax.random.randint(level_key, (B,), 0, TRIVIAL_LEVELS)
         return jax.random.randint(op_key, (B,), 0, len(OPS)), level_B / (TRIVIAL_LEVELS - 1.0)
 
-    return _layers(key, x_BHWC, 1, draw, WIDE, quantize)
+    return _apply_layers(key, x_BHWC, 1, draw, WIDE, quantize)
 
 
 def rand_augment(
@@ -198,7 +178,7 @@ def rand_augment(
     def draw(k: jax.Array, B: int) -> tuple[jax.Array, jax.Array]:
         return jax.random.randint(k, (B,), 0, len(OPS)), jnp.broadcast_to(m, (B,))
 
-    return _layers(key, x_BHWC, num_ops, draw, STANDARD, quantize)
+    return _apply_layers(key, x_BHWC, num_ops, draw, STANDARD, quantize)
 
 
 def apply_policy(

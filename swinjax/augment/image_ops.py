@@ -95,15 +95,15 @@ def equalize(x_BHWC: jax.Array) -> jax.Array:
     cumulative histogram, ``step = (pixels - count of the highest level) // 256``, a channel
     with ``step == 0`` (one level) left as it is. Output on the uint8 grid."""
     B, H, W, C = x_BHWC.shape
-    q_RP = jnp.clip(jnp.round(x_BHWC), 0, 255).astype(jnp.int32)
-    q_RP = q_RP.transpose(0, 3, 1, 2).reshape(B * C, H * W)  # one row per (image, channel)
-    hist_RL = jax.vmap(lambda v: jnp.bincount(v, length=256))(q_RP)
-    top_R = jnp.take_along_axis(hist_RL, jnp.max(q_RP, axis=1, keepdims=True), axis=1)[:, 0]
+    q_RS = jnp.clip(jnp.round(x_BHWC), 0, 255).astype(jnp.int32)
+    q_RS = q_RS.transpose(0, 3, 1, 2).reshape(B * C, H * W)  # one row per (image, channel)
+    hist_RL = jax.vmap(lambda v: jnp.bincount(v, length=256))(q_RS)
+    top_R = jnp.take_along_axis(hist_RL, jnp.max(q_RS, axis=1, keepdims=True), axis=1)[:, 0]
     step_R = (H * W - top_R) // 256
     below_RL = jnp.cumsum(hist_RL, axis=1) - hist_RL  # pixels below each level
     lut_RL = jnp.clip((below_RL + step_R[:, None] // 2) // jnp.maximum(step_R, 1)[:, None], 0, 255)
-    out_RP = jnp.where(step_R[:, None] > 0, jnp.take_along_axis(lut_RL, q_RP, axis=1), q_RP)
-    return out_RP.reshape(B, C, H, W).transpose(0, 2, 3, 1).astype(jnp.float32)
+    out_RS = jnp.where(step_R[:, None] > 0, jnp.take_along_axis(lut_RL, q_RS, axis=1), q_RS)
+    return out_RS.reshape(B, C, H, W).transpose(0, 2, 3, 1).astype(jnp.float32)
 
 
 def affine(x_BHWC: jax.Array, matrix_B22: jax.Array, offset_B2: jax.Array) -> jax.Array:
@@ -122,7 +122,7 @@ def affine(x_BHWC: jax.Array, matrix_B22: jax.Array, offset_B2: jax.Array) -> ja
     low_BHW2 = jnp.floor(source_BHW2)
     frac_BHW2 = source_BHW2 - low_BHW2
     low_BHW2 = low_BHW2.astype(jnp.int32)
-    flat_BPC = x_BHWC.reshape(B, H * W, C)
+    flat_BSC = x_BHWC.reshape(B, H * W, C)
     out = jnp.zeros_like(x_BHWC)
     for dy in (0, 1):
         for dx in (0, 1):
@@ -131,8 +131,8 @@ def affine(x_BHWC: jax.Array, matrix_B22: jax.Array, offset_B2: jax.Array) -> ja
                 frac_BHW2[..., 1] if dx else 1.0 - frac_BHW2[..., 1]
             )
             inside = (row >= 0) & (row < H) & (col >= 0) & (col < W)
-            index_BP1 = (jnp.clip(row, 0, H - 1) * W + jnp.clip(col, 0, W - 1)).reshape(B, -1, 1)
-            pixels = jnp.take_along_axis(flat_BPC, index_BP1, axis=1).reshape(B, H, W, C)
+            index_BS1 = (jnp.clip(row, 0, H - 1) * W + jnp.clip(col, 0, W - 1)).reshape(B, -1, 1)
+            pixels = jnp.take_along_axis(flat_BSC, index_BS1, axis=1).reshape(B, H, W, C)
             out = out + weight[..., None] * jnp.where(inside[..., None], pixels, FILL)
     return out
 

@@ -126,21 +126,21 @@ def erase_boxes(key: jax.Array, B: int, size: tuple[int, int], prob: jax.Array) 
     area_BA = jax.random.uniform(keys[0], (B, A), minval=ERASE_AREA[0], maxval=ERASE_AREA[1])
     log_lo, log_hi = math.log(ERASE_ASPECT[0]), math.log(ERASE_ASPECT[1])
     aspect_BA = jnp.exp(jax.random.uniform(keys[1], (B, A), minval=log_lo, maxval=log_hi))
-    h_BA = jnp.round(jnp.sqrt(area_BA * H * W * aspect_BA)).astype(jnp.int32)
-    w_BA = jnp.round(jnp.sqrt(area_BA * H * W / aspect_BA)).astype(jnp.int32)
-    fits_BA = (h_BA < H) & (w_BA < W)
+    height_BA = jnp.round(jnp.sqrt(area_BA * H * W * aspect_BA)).astype(jnp.int32)
+    width_BA = jnp.round(jnp.sqrt(area_BA * H * W / aspect_BA)).astype(jnp.int32)
+    fits_BA = (height_BA < H) & (width_BA < W)
     first_B1 = jnp.argmax(fits_BA, axis=1)[:, None]
-    h_B = jnp.take_along_axis(h_BA, first_B1, axis=1)[:, 0]
-    w_B = jnp.take_along_axis(w_BA, first_B1, axis=1)[:, 0]
-    top = jnp.floor(jax.random.uniform(keys[2], (B,)) * (H - h_B + 1)).astype(jnp.int32)
-    left = jnp.floor(jax.random.uniform(keys[3], (B,)) * (W - w_B + 1)).astype(jnp.int32)
+    height_B = jnp.take_along_axis(height_BA, first_B1, axis=1)[:, 0]
+    width_B = jnp.take_along_axis(width_BA, first_B1, axis=1)[:, 0]
+    top = jnp.floor(jax.random.uniform(keys[2], (B,)) * (H - height_B + 1)).astype(jnp.int32)
+    left = jnp.floor(jax.random.uniform(keys[3], (B,)) * (W - width_B + 1)).astype(jnp.int32)
     erase_B = (jax.random.uniform(keys[4], (B,)) < prob) & jnp.any(fits_BA, axis=1)
     rows, cols = jnp.arange(H)[None, :, None], jnp.arange(W)[None, None, :]
     inside = (
         (rows >= top[:, None, None])
-        & (rows < (top + h_B)[:, None, None])
+        & (rows < (top + height_B)[:, None, None])
         & (cols >= left[:, None, None])
-        & (cols < (left + w_B)[:, None, None])
+        & (cols < (left + width_B)[:, None, None])
     )
     return inside & erase_B[:, None, None]
 

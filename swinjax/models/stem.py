@@ -41,7 +41,7 @@ def _halvings(p: int) -> int | None:
     return int(math.log2(p)) if p >= 1 and p & (p - 1) == 0 else None
 
 
-def layout(
+def conv_layout(
     patch_size: Pair, embed_dim: int, stem_channels: Sequence[int], stem_strides: Sequence[int] = ()
 ) -> tuple[tuple[int, Pair], ...]:
     """``(channels, strides)`` of each 3x3 convolution of the conv stem; ValueError naming the
@@ -89,7 +89,7 @@ def _explicit_strides(
     return [(s, s) for s in strides]
 
 
-def check(
+def validate_stem(
     stem: str,
     stem_channels: Sequence[int],
     patch_size: Pair,
@@ -105,10 +105,10 @@ def check(
             "are set but stem='patch'"
         )
     if stem == "conv":
-        layout(patch_size, embed_dim, stem_channels, stem_strides)
+        conv_layout(patch_size, embed_dim, stem_channels, stem_strides)
 
 
-class ConvStem(nn.Module):
+class ConvStem(nn.Module, kw_only=True):
     """(B, H, W, in_chans) -> (B, H/p, W/p, embed_dim) by 3x3 convolutions (module docstring)."""
 
     patch_size: Pair
@@ -124,12 +124,13 @@ class ConvStem(nn.Module):
     def __call__(self, x_BHWC: jnp.ndarray) -> jnp.ndarray:
         keras = self.weight_init == "keras"
         conv_init = nn.initializers.glorot_uniform() if keras else nn.initializers.he_normal()
+        norm = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         for i, (channels, strides) in enumerate(
-            layout(self.patch_size, self.embed_dim, self.stem_channels, self.stem_strides)
+            conv_layout(self.patch_size, self.embed_dim, self.stem_channels, self.stem_strides)
         ):
             x_BHWC = nn.Conv(
-                channels,
-                (3, 3),
+                features=channels,
+                kernel_size=(3, 3),
                 strides=strides,
                 padding=((1, 1), (1, 1)),
                 use_bias=False,  # the norm's bias follows
@@ -138,11 +139,11 @@ class ConvStem(nn.Module):
                 param_dtype=self.param_dtype,
                 name=f"conv_{i}",
             )(x_BHWC)
-            x_BHWC = layer_norm(f"conv_norm_{i}", self.dtype, self.param_dtype)(x_BHWC)
+            x_BHWC = layer_norm(f"conv_norm_{i}", **norm)(x_BHWC)
             x_BHWC = nn.gelu(x_BHWC, approximate=False)
         x_BHWC = nn.Conv(
-            self.embed_dim,
-            (1, 1),
+            features=self.embed_dim,
+            kernel_size=(1, 1),
             kernel_init=nn.initializers.glorot_uniform()
             if keras
             else nn.initializers.lecun_normal(),
@@ -151,11 +152,11 @@ class ConvStem(nn.Module):
             name="conv_proj",
         )(x_BHWC)
         if self.norm:
-            x_BHWC = layer_norm("norm", self.dtype, self.param_dtype)(x_BHWC)
+            x_BHWC = layer_norm("norm", **norm)(x_BHWC)
         return x_BHWC
 
 
-def patch_embed(model: Any) -> nn.Module:
+def patch_embedding(model: Any) -> nn.Module:
     """The patch embedding ``model`` (a ``SwinTransformer``) asks for, named ``patch_embed``;
     call it inside the model's compact ``__call__``."""
     patch = to_pair(model.patch_size)
@@ -169,5 +170,11 @@ def patch_embed(model: Any) -> nn.Module:
     if model.stem == "conv":
         channels = tuple(int(c) for c in model.stem_channels)
         strides = tuple(int(c) for c in model.stem_strides)
-        return ConvStem(patch, model.embed_dim, channels, strides, **common)
-    return PatchEmbed(patch, model.embed_dim, **common)
+        return ConvStem(
+            patch_size=patch,
+            embed_dim=model.embed_dim,
+            stem_channels=channels,
+            stem_strides=strides,
+            **common,
+        )
+    return PatchEmbed(patch_size=patch, embed_dim=model.embed_dim, **common)

@@ -47,7 +47,7 @@ class StageSpec:
     drop_paths: tuple[float, ...]
 
 
-class SwinTransformer(nn.Module):
+class SwinTransformer(nn.Module, kw_only=True):
     """Swin Transformer classifier: NHWC images (B, H, W, in_chans) -> logits (B, num_classes).
 
     Fields keep the names and meanings of timm's / the official constructor:
@@ -103,7 +103,7 @@ class SwinTransformer(nn.Module):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.stage_specs()  # validate every hyperparameter at construction, before any tracing
-        kernel_sets.check(self.kernels)
+        kernel_sets.validate_kernels(self.kernels)
         _check(
             self.remat in REMAT_POLICIES,
             f"remat {self.remat!r} is not one of {tuple(REMAT_POLICIES)}",
@@ -146,7 +146,7 @@ class SwinTransformer(nn.Module):
             self.weight_init in WEIGHT_INITS,
             f"weight_init {self.weight_init!r} is not one of {WEIGHT_INITS}",
         )
-        stems.check(self.stem, self.stem_channels, patch, self.embed_dim, self.stem_strides)
+        stems.validate_stem(self.stem, self.stem_channels, patch, self.embed_dim, self.stem_strides)
 
         return img, patch
 
@@ -185,7 +185,14 @@ class SwinTransformer(nn.Module):
                 )
             specs.append(
                 StageSpec(
-                    dim, depth, res, i > 0, nh, win, shift, tuple(rates[start : start + depth])
+                    dim=dim,
+                    depth=depth,
+                    resolution=res,
+                    downsample=i > 0,
+                    num_heads=nh,
+                    window=win,
+                    shift=shift,
+                    drop_paths=tuple(rates[start : start + depth]),
                 )
             )
             start += depth
@@ -201,7 +208,7 @@ class SwinTransformer(nn.Module):
                 f"{expected[2]}) (NHWC), got {tuple(images_BHWC.shape)}"
             )
         deterministic = not train
-        x = stems.patch_embed(self)(images_BHWC.astype(self.dtype))
+        x = stems.patch_embedding(self)(images_BHWC.astype(self.dtype))
         B, H, W, C = x.shape
         if self.ape:
             init = (
@@ -213,37 +220,43 @@ class SwinTransformer(nn.Module):
             x = x + pos.reshape(1, H, W, C).astype(self.dtype)
         pos_drop = self.drop_rate if self.pos_drop_rate is None else self.pos_drop_rate
         fused = kernel_sets.get(self.kernels).fused_dropout
-        x = Dropout(pos_drop, fused=fused)(x, deterministic=deterministic)
+        x = Dropout(rate=pos_drop, fused=fused)(x, deterministic=deterministic)
 
         for i, s in enumerate(specs):
             x = SwinStage(
-                s.dim,
-                s.depth,
-                s.downsample,
-                s.num_heads,
-                s.window,
-                s.shift,
-                s.drop_paths,
-                self.mlp_ratio,
-                self.qkv_bias,
-                self.drop_rate,
-                self.attn_drop_rate,
-                self.drop_path_mode,
-                self.merge_norm,
-                self.weight_init,
-                self.dtype,
-                self.param_dtype,
-                self.kernels,
-                self.remat,
+                dim=s.dim,
+                depth=s.depth,
+                downsample=s.downsample,
+                num_heads=s.num_heads,
+                window=s.window,
+                shift=s.shift,
+                drop_paths=s.drop_paths,
+                mlp_ratio=self.mlp_ratio,
+                qkv_bias=self.qkv_bias,
+                drop=self.drop_rate,
+                attn_drop=self.attn_drop_rate,
+                drop_path_mode=self.drop_path_mode,
+                merge_norm=self.merge_norm,
+                weight_init=self.weight_init,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                kernels=self.kernels,
+                remat=self.remat,
                 name=f"layers_{i}",
             )(x, deterministic)
         if self.final_norm:
-            x = layer_norm("norm", self.dtype, self.param_dtype)(x)
-        head = dict(weight_init=self.weight_init, dtype=self.dtype, param_dtype=self.param_dtype)
-        return ClassifierHead(self.num_classes, **head, kernels=self.kernels, name="head")(x)
+            x = layer_norm("norm", dtype=self.dtype, param_dtype=self.param_dtype)(x)
+        return ClassifierHead(
+            num_classes=self.num_classes,
+            weight_init=self.weight_init,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernels=self.kernels,
+            name="head",
+        )(x)
 
 
-class ClassifierHead(nn.Module):
+class ClassifierHead(nn.Module, kw_only=True):
     """Global average pooling then a linear classifier (``head/fc``); float32 logits."""
 
     num_classes: int
@@ -258,7 +271,7 @@ class ClassifierHead(nn.Module):
         if self.num_classes == 0:
             return pooled_BC
         logits = kernel_sets.get(self.kernels).dense(
-            self.num_classes,
+            features=self.num_classes,
             kernel_init=dense_init(self.weight_init),
             dtype=self.dtype,
             param_dtype=self.param_dtype,

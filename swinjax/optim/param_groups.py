@@ -34,7 +34,7 @@ _BLOCK = re.compile(r"^layers_(\d+)/blocks_(\d+)/")
 _NORM = re.compile(r"^norm/")
 
 
-def _group_key(path: str) -> tuple[float, ...]:
+def _timm_layer_ordinal(path: str) -> tuple[float, ...]:
     """timm's ordinal of a parameter: (0,) stem, (1, i, j) block j of stage i (a merging as
     block 0), (1, inf) the final norm (joins the previous group), (inf,) the rest."""
     if _STEM.match(path):
@@ -51,7 +51,7 @@ def _group_key(path: str) -> tuple[float, ...]:
 def layer_ids(params: Any) -> tuple[dict[tuple[str, ...], int], int]:
     """``({path tuple: layer id}, number of layers)`` for the parameter tree ``params``."""
     paths = list(traverse_util.flatten_dict(params))
-    keys = {p: _group_key("/".join(p)) for p in paths}
+    keys = {p: _timm_layer_ordinal("/".join(p)) for p in paths}
     ids, lid = {}, -1
     for key in sorted(set(keys.values())):
         if lid < 0 or key != (1.0, math.inf):  # the final norm joins the last block's layer

@@ -1,6 +1,8 @@
 """Pretrained weights: conversion between timm's / the official Swin's PyTorch layout and swinjax
 parameters, both ways (:mod:`.convert`), timm's resampling of tensors for a model of another size
-(:mod:`.resample`), and reading them from files and the Hugging Face Hub (:mod:`.load`).
+(:mod:`.resample`), reading them from files and the Hugging Face Hub (:mod:`.load`), and the
+error for a checkpoint of another architecture (:mod:`.mismatch`: a few keys, the counts, the
+fields that differ).
 
 May import: :mod:`swinjax.models` (parameter shapes, stage geometry), :mod:`swinjax.network`,
 :mod:`swinjax.errors`; not data, training or the programs.

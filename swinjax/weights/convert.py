@@ -31,6 +31,7 @@ from flax import traverse_util
 from swinjax.errors import CheckpointMismatchError
 from swinjax.models import param_shapes
 from swinjax.models.layers import windows
+from swinjax.weights.mismatch import mismatch_message
 from swinjax.weights.resample import (
     resample_abs_pos_embed,
     resample_patch_embed,
@@ -75,19 +76,27 @@ class LoadReport:
     source: str = ""
 
 
-def _unwrap(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def unwrap_state_dict(tree: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The tensors' mapping inside a training checkpoint's ``"model"`` / ``"state_dict"``
+    wrappers (the mapping itself where it has none)."""
     for wrapper in ("model", "state_dict"):
-        if wrapper in state_dict and isinstance(state_dict[wrapper], Mapping):
-            state_dict = state_dict[wrapper]
+        if isinstance(tree.get(wrapper), Mapping):
+            tree = tree[wrapper]
+    return tree
+
+
+def _numpy_tensors(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Unwrapped (:func:`unwrap_state_dict`), as numpy arrays, without DataParallel's
+    ``module.`` prefix."""
     return {
         k.removeprefix("module."): np.asarray(v.numpy() if hasattr(v, "numpy") else v)
-        for k, v in state_dict.items()
+        for k, v in unwrap_state_dict(state_dict).items()
     }
 
 
 def _timm_layout(state_dict: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], str, list[str]]:
     """(timm-named tensors, "timm" or "official", dropped buffer keys)."""
-    sd = _unwrap(state_dict)
+    sd = _numpy_tensors(state_dict)
     official = "layers.0.downsample.reduction.weight" in sd
     out, buffers = {}, []
     for k, v in sd.items():
@@ -190,7 +199,8 @@ def convert_checkpoint(
     "auto" (re-initialised where its shape differs or the checkpoint has none, as timm drops a
     classifier of another num_classes). ``params`` lacks the params listed in
     ``report.missing``. Raises :class:`CheckpointMismatchError` for anything else that does not
-    fit (another depth, width or number of heads), naming every offending key.
+    fit (another depth, width or number of heads), naming the first few offending keys of each
+    kind, their counts, and the architecture fields in which the checkpoint differs.
     """
     if head not in HEAD_MODES:
         raise ValueError(f"head={head!r} is not one of {HEAD_MODES}")
@@ -205,26 +215,28 @@ def convert_checkpoint(
     if reset and (model.num_classes or "head.fc.weight" in sd):
         ckpt_head = sd.get("head.fc.weight")
         report.head_reset = (None if ckpt_head is None else ckpt_head.shape[0], model.num_classes)
-    problems = []
     missing = [k for k in expected if k not in sd and not drop(k)]
     unexpected = [k for k in sd if k not in expected and not drop(k)]
-    for what, keys in (("missing", missing), ("unexpected", unexpected)):
-        if keys:
-            more = f" (and {len(keys) - 12} more)" if len(keys) > 12 else ""
-            problems.append(f"{what}: " + ", ".join(map(repr, keys[:12])) + more)
     report.unused = [k for k in sd if drop(k)]
     kept = {k: v for k, v in sd.items() if k in expected and not drop(k)}
-    flat = _fit(kept, expected, model, report, problems)
-    if problems:
-        raise CheckpointMismatchError("state dict does not match the model; " + "; ".join(problems))
+    flat, mismatched = _fit(kept, expected, model, report)
+    if missing or unexpected or mismatched:
+        raise CheckpointMismatchError(
+            mismatch_message(
+                sd, model, missing=missing, unexpected=unexpected, mismatched=mismatched
+            )
+        )
     report.missing = [k for k in expected if drop(k) or k not in sd]
     return traverse_util.unflatten_dict(flat), report
 
 
-def _fit(sd: dict, expected: dict, model: Any, report: LoadReport, problems: list) -> dict:
-    """The flax params of ``sd`` (keys the model has), adapted to the model's shapes; records
-    each in ``report`` (loaded or resized) or a shape mismatch in ``problems``."""
-    flat = {}
+def _fit(
+    sd: dict, expected: dict, model: Any, report: LoadReport
+) -> tuple[dict, list[tuple[str, tuple[int, ...], tuple[int, ...]]]]:
+    """``(flax params, shape mismatches)``: the tensors of ``sd`` (keys the model has) adapted to
+    the model's shapes, each recorded in ``report`` (loaded or resized); those that do not fit
+    as (key, checkpoint shape, the model's shape in the checkpoint's layout)."""
+    flat, mismatched = {}, []
     for k, v in sd.items():
         path, want = expected[k]
         try:
@@ -233,17 +245,21 @@ def _fit(sd: dict, expected: dict, model: Any, report: LoadReport, problems: lis
             raise CheckpointMismatchError(f"{k!r} cannot be resized: {e}") from None
         arr = _flax_leaf(k, adapted)[1]
         if arr.shape != tuple(want.shape):
-            problems.append(
-                f"shape mismatch for {k!r}: checkpoint {v.shape} ({arr.shape} converted) "
-                f"but the model expects {tuple(want.shape)} at {'/'.join(path)}"
-            )
+            mismatched.append((k, tuple(v.shape), _timm_shape(path, tuple(want.shape))))
             continue
         flat[path] = np.asarray(arr, dtype=want.dtype)
         if how:
             report.resized.append(Resized(k, v.shape, adapted.shape, how))
         else:
             report.loaded.append(k)
-    return flat
+    return flat, mismatched
+
+
+def _timm_shape(path: tuple[str, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A flax parameter's shape in timm's layout (the inverse of :func:`_flax_leaf`'s)."""
+    if path[-1] != "kernel":
+        return shape
+    return (shape[3], shape[2], shape[0], shape[1]) if len(shape) == 4 else shape[::-1]
 
 
 def _head_fits(sd: dict[str, np.ndarray], expected: dict) -> bool:

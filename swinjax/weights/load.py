@@ -28,7 +28,7 @@ from flax import traverse_util
 
 from swinjax.errors import ConfigError, DownloadError, MissingDependencyError, MissingFileError
 from swinjax.network import unreachable_hosts
-from swinjax.weights.convert import LoadReport, convert_checkpoint
+from swinjax.weights.convert import LoadReport, convert_checkpoint, unwrap_state_dict
 
 HF_HUB = "hf-hub:"
 HF_FILES = ("model.safetensors", "pytorch_model.bin")  # timm's weights in a hub repo, in order
@@ -52,15 +52,14 @@ def load_state_dict(source: str | os.PathLike) -> dict[str, np.ndarray]:
         return load_file(str(path))
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as npz:
-            return _nested({k: npz[k] for k in npz.files})
-    return _nested(_torch_load(path))
+            return _arrays({k: npz[k] for k in npz.files})
+    return _arrays(_torch_load(path))
 
 
-def _nested(tree: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    for wrapper in ("model", "state_dict"):
-        if isinstance(tree.get(wrapper), Mapping):
-            tree = tree[wrapper]
-    return {k: v for k, v in tree.items() if isinstance(v, np.ndarray)}
+def _arrays(tree: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The arrays of a checkpoint's tensors' mapping (optimizer state, epochs and the like left
+    out)."""
+    return {k: v for k, v in unwrap_state_dict(tree).items() if isinstance(v, np.ndarray)}
 
 
 def _torch_load(path: Path) -> dict[str, Any]:

@@ -132,18 +132,18 @@ def resample_patch_embed(kernel_OIHW: np.ndarray, new_hw: Sequence[int]) -> np.n
     return (flat @ pinv).reshape(o, i, *new).astype(kernel_OIHW.dtype)
 
 
-def resample_abs_pos_embed(pos_1NC: np.ndarray, new_hw: Sequence[int]) -> np.ndarray:
+def resample_abs_pos_embed(pos_1SC: np.ndarray, new_hw: Sequence[int]) -> np.ndarray:
     """timm's ``resample_abs_pos_embed`` without prefix tokens: (1, N, C) on a square grid (or
     already on ``new_hw``) -> (1, new_h * new_w, C), bicubic with antialiasing. Returns the
     embedding itself when the grid is unchanged."""
-    _, n, c = pos_1NC.shape
+    _, n, c = pos_1SC.shape
     new = tuple(int(s) for s in new_hw)
     old = _source_grid(n, new)
     if old is None:
         raise ValueError(f"{n} positions are neither a square grid nor the target grid {new}")
     if old == new:
-        return pos_1NC
-    grid = pos_1NC.astype(np.float32).reshape(*old, c).astype(np.float64)
+        return pos_1SC
+    grid = pos_1SC.astype(np.float32).reshape(*old, c).astype(np.float64)
     rows, cols = bicubic_aa_matrix(old[0], new[0]), bicubic_aa_matrix(old[1], new[1])
     out = np.einsum("hi,wj,ijc->hwc", rows, cols, grid)
-    return out.reshape(1, -1, c).astype(pos_1NC.dtype)
+    return out.reshape(1, -1, c).astype(pos_1SC.dtype)

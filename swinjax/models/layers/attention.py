@@ -16,7 +16,7 @@ gradients):
   has no dropout of the probabilities, so with attention dropout it is :func:`matmul_attention`.
 
 Shapes: ``q/k/v_BwNhd`` (batch * windows, tokens, heads, head dim), ``add_wNNh`` the additive
-logit term (relative position bias plus shifted-window mask) for each of the nW windows of an
+logit term (relative position bias plus shifted-window mask) for each of the w windows of an
 image, ``scale_BwNNh`` the dropout multiplier of the probabilities (0 or 1 / keep; None: no
 dropout). Queries come pre-scaled. Logits and softmax are float32; outputs have v's dtype.
 """
@@ -28,9 +28,10 @@ import jax.numpy as jnp
 
 
 def _add_per_window(logits_BwNNh: jax.Array, add_wNNh: jax.Array) -> jax.Array:
-    Bw, N, M, h = logits_BwNNh.shape
-    nW = add_wNNh.shape[0]
-    return (logits_BwNNh.reshape(Bw // nW, nW, N, M, h) + add_wNNh).reshape(Bw, N, M, h)
+    Bw, N, _, h = logits_BwNNh.shape
+    num_windows = add_wNNh.shape[0]
+    per_image = logits_BwNNh.reshape(Bw // num_windows, num_windows, N, N, h)
+    return (per_image + add_wNNh).reshape(Bw, N, N, h)
 
 
 def _probabilities(q_BwNhd: jax.Array, k_BwNhd: jax.Array, add_wNNh: jax.Array) -> jax.Array:
@@ -39,7 +40,7 @@ def _probabilities(q_BwNhd: jax.Array, k_BwNhd: jax.Array, add_wNNh: jax.Array) 
 
 
 @jax.custom_vjp
-def _small(q_BwNhd, k_BwNhd, v_BwNhd, add_wNNh, scale_BwNNh):
+def _small_window_core(q_BwNhd, k_BwNhd, v_BwNhd, add_wNNh, scale_BwNNh):
     return _small_fwd(q_BwNhd, k_BwNhd, v_BwNhd, add_wNNh, scale_BwNNh)[0]
 
 
@@ -51,7 +52,7 @@ def _small_fwd(q_BwNhd, k_BwNhd, v_BwNhd, add_wNNh, scale_BwNNh):
 
 
 def _small_bwd(residuals, g_BwNhd):
-    q, k, v, p, scale, nW = residuals  # (Bw, N, h, d) x3, (Bw, N, N, h) x2
+    q, k, v, p, scale, num_windows = residuals  # (Bw, N, h, d) x3, (Bw, N, N, h) x2
     g = g_BwNhd
     # out[b, n] = sum_m a[b, n, m] v[b, m]  (per head)
     da = jnp.sum(g[:, :, None] * v[:, None], axis=-1, dtype=jnp.float32)  # (Bw, N, N, h)
@@ -62,8 +63,8 @@ def _small_bwd(residuals, g_BwNhd):
     dl = dlogits.astype(q.dtype)
     dq = jnp.sum(dl[..., None] * k[:, None], axis=2, dtype=jnp.float32)  # over keys m
     dk = jnp.sum(dl[..., None] * q[:, :, None], axis=1, dtype=jnp.float32)  # over queries n
-    Bw, N, M, h = dlogits.shape
-    dadd = jnp.sum(dlogits.reshape(Bw // nW, nW, N, M, h), axis=0)
+    Bw, N, _, h = dlogits.shape
+    dadd = jnp.sum(dlogits.reshape(Bw // num_windows, num_windows, N, N, h), axis=0)
     dscale = p * da
     return (
         dq.astype(q.dtype),
@@ -74,7 +75,7 @@ def _small_bwd(residuals, g_BwNhd):
     )
 
 
-_small.defvjp(_small_fwd, _small_bwd)
+_small_window_core.defvjp(_small_fwd, _small_bwd)
 
 
 def small_window_attention(
@@ -84,12 +85,12 @@ def small_window_attention(
     add_wNNh: jax.Array,
     scale_BwNNh: jax.Array | None = None,
 ) -> jax.Array:
-    """softmax(q k^T + add) (times the dropout scale) v, per window and head: (Bw, N, H, D)."""
+    """softmax(q k^T + add) (times the dropout scale) v, per window and head: (Bw, N, h, d)."""
     if scale_BwNNh is None:
         scale_BwNNh = jnp.ones((), jnp.float32)
     Bw, N, h, _ = q_BwNhd.shape
     scale_BwNNh = jnp.broadcast_to(scale_BwNNh.astype(jnp.float32), (Bw, N, N, h))
-    return _small(q_BwNhd, k_BwNhd, v_BwNhd, add_wNNh.astype(jnp.float32), scale_BwNNh)
+    return _small_window_core(q_BwNhd, k_BwNhd, v_BwNhd, add_wNNh.astype(jnp.float32), scale_BwNNh)
 
 
 def matmul_attention(
@@ -101,10 +102,11 @@ def matmul_attention(
 ) -> jax.Array:
     """The same function as :func:`small_window_attention`, by batched matrix products."""
     logits = jnp.einsum("bnhd,bmhd->bhnm", q_BwNhd, k_BwNhd).astype(jnp.float32)
-    Bw, h, N, M = logits.shape
-    nW = add_wNNh.shape[0]
+    Bw, h, N, _ = logits.shape
+    num_windows = add_wNNh.shape[0]
     add_whNN = add_wNNh.astype(jnp.float32).transpose(0, 3, 1, 2)
-    logits = (logits.reshape(Bw // nW, nW, h, N, M) + add_whNN).reshape(Bw, h, N, M)
+    per_image = logits.reshape(Bw // num_windows, num_windows, h, N, N)
+    logits = (per_image + add_whNN).reshape(Bw, h, N, N)
     attn = jax.nn.softmax(logits, axis=-1)
     if scale_BwNNh is not None:
         attn = attn * scale_BwNNh.astype(jnp.float32).transpose(0, 3, 1, 2)
@@ -121,17 +123,20 @@ def dot_product_attention(
     """The same function through ``jax.nn.dot_product_attention`` (JAX's default implementation:
     XLA's, in jax 0.10).
 
-    Its layout (B, T, N, H) is ours (Bw, N, h, d); its ``bias`` must broadcast to (Bw, h, N, N),
-    so a term that differs between the nW windows of an image (the shifted-window mask) is
-    broadcast over the images first. Queries come pre-scaled (``scale=1``). Attention dropout
-    (``scale_BwNNh``) is not one of its arguments: then :func:`matmul_attention` computes it.
+    Its layout (batch, sequence, heads, head dim) is ours (Bw, N, h, d); its ``bias`` must
+    broadcast to (Bw, h, N, N), so a term that differs between the w windows of an image (the
+    shifted-window mask) is broadcast over the images first. Queries come pre-scaled
+    (``scale=1``). Attention dropout (``scale_BwNNh``) is not one of its arguments: then
+    :func:`matmul_attention` computes it.
     """
     if scale_BwNNh is not None:
         return matmul_attention(q_BwNhd, k_BwNhd, v_BwNhd, add_wNNh, scale_BwNNh)
     Bw, N, h, _ = q_BwNhd.shape
-    nW = add_wNNh.shape[0]
+    num_windows = add_wNNh.shape[0]
     bias_whNN = add_wNNh.astype(jnp.float32).transpose(0, 3, 1, 2)
-    if nW == 1:  # (1, h, N, N) broadcasts over the windows
+    if num_windows == 1:  # (1, h, N, N) broadcasts over the windows
         return jax.nn.dot_product_attention(q_BwNhd, k_BwNhd, v_BwNhd, bias=bias_whNN, scale=1.0)
-    bias_BwhNN = jnp.broadcast_to(bias_whNN, (Bw // nW, nW, h, N, N)).reshape(Bw, h, N, N)
+    bias_BwhNN = jnp.broadcast_to(bias_whNN, (Bw // num_windows, num_windows, h, N, N)).reshape(
+        Bw, h, N, N
+    )
     return jax.nn.dot_product_attention(q_BwNhd, k_BwNhd, v_BwNhd, bias=bias_BwhNN, scale=1.0)

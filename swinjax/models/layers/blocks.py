@@ -47,11 +47,12 @@ def dense_init(weight_init: str) -> nn.initializers.Initializer:
     return nn.initializers.truncated_normal(stddev=0.02)
 
 
-def layer_norm(name: str, dtype: Dtype, param_dtype: Dtype) -> nn.LayerNorm:
+def layer_norm(name: str, *, dtype: Dtype, param_dtype: Dtype) -> nn.LayerNorm:
+    """PyTorch's LayerNorm (epsilon 1e-5) over the channels, as the submodule ``name``."""
     return nn.LayerNorm(epsilon=LN_EPS, dtype=dtype, param_dtype=param_dtype, name=name)
 
 
-class DropPath(nn.Module):
+class DropPath(nn.Module, kw_only=True):
     """Stochastic depth on a residual branch.
 
     ``mode="sample"`` (the paper's): each sample's whole branch is dropped with probability
@@ -73,7 +74,7 @@ class DropPath(nn.Module):
         return drop(x, self.make_rng("dropout"), self.rate, shape, fused)
 
 
-class Mlp(nn.Module):
+class Mlp(nn.Module, kw_only=True):
     """fc1 -> exact GELU -> dropout -> fc2 -> dropout, on (tokens, C) rows."""
 
     hidden_dim: int
@@ -91,19 +92,20 @@ class Mlp(nn.Module):
         )
         shape = x.shape
         x = tokens_2d(x)
-        x = checkpoint_name(ks.dense(self.hidden_dim, name="fc1", **dense)(x), LINEAR_OUT)
+        x = checkpoint_name(ks.dense(features=self.hidden_dim, name="fc1", **dense)(x), LINEAR_OUT)
         x = ks.gelu(x)
-        x = Dropout(self.drop, fused=ks.fused_dropout)(x, deterministic=deterministic)
-        x = checkpoint_name(ks.dense(shape[-1], name="fc2", **dense)(x), LINEAR_OUT)
-        x = Dropout(self.drop, fused=ks.fused_dropout)(x, deterministic=deterministic)
+        x = Dropout(rate=self.drop, fused=ks.fused_dropout)(x, deterministic=deterministic)
+        x = checkpoint_name(ks.dense(features=shape[-1], name="fc2", **dense)(x), LINEAR_OUT)
+        x = Dropout(rate=self.drop, fused=ks.fused_dropout)(x, deterministic=deterministic)
         return x.reshape(shape)
 
 
-class WindowAttention(nn.Module):
+class WindowAttention(nn.Module, kw_only=True):
     """Multi-head self-attention inside windows, with a learned relative position bias.
 
-    Input ``x_BwNC``: (B * nW, N, C) tokens of nW windows of N = wh * ww tokens each. ``mask_wNN``
-    (a numpy constant, or None) is added to the logits of window w of every image.
+    Input ``x_BwNC``: (B * w, N, C), the w windows of each of B images, of N = wh * ww tokens
+    each. ``mask_wNN`` (a numpy constant, or None) is added to the logits of each window of
+    every image.
     """
 
     num_heads: int
@@ -140,7 +142,8 @@ class WindowAttention(nn.Module):
             kernel_init=dense_init(self.weight_init), dtype=self.dtype, param_dtype=self.param_dtype
         )
 
-        qkv = ks.dense(3 * C, use_bias=self.qkv_bias, name="qkv", **dense)(tokens_2d(x_BwNC))
+        qkv_dense = ks.dense(features=3 * C, use_bias=self.qkv_bias, name="qkv", **dense)
+        qkv = qkv_dense(tokens_2d(x_BwNC))
         qkv = checkpoint_name(qkv, LINEAR_OUT)
         qkv = qkv.reshape(Bw, N, 3, heads, head_dim)
         q_BwNhd, k_BwNhd, v_BwNhd = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
@@ -156,13 +159,13 @@ class WindowAttention(nn.Module):
                 self.make_rng("dropout"), self.attn_drop, (Bw, N, N, heads), fused=ks.fused_dropout
             )
         out = ks.attention(N, head_dim)(q_BwNhd, k_BwNhd, v_BwNhd, add_wNNh, scale_BwNNh)
-        out = ks.dense(C, name="proj", **dense)(out.reshape(Bw * N, C))
+        out = ks.dense(features=C, name="proj", **dense)(out.reshape(Bw * N, C))
         out = checkpoint_name(out, LINEAR_OUT)
-        out = Dropout(self.proj_drop, fused=ks.fused_dropout)(out, deterministic=deterministic)
+        out = Dropout(rate=self.proj_drop, fused=ks.fused_dropout)(out, deterministic=deterministic)
         return out.reshape(Bw, N, C)
 
 
-class SwinBlock(nn.Module):
+class SwinBlock(nn.Module, kw_only=True):
     """(Shifted-)window attention and MLP, each pre-norm with a residual: (B, H, W, C) in and out.
 
     ``window`` and ``shift`` are the stage's values after :func:`windows.clamp_window`.
@@ -188,43 +191,43 @@ class SwinBlock(nn.Module):
         shifted = any(self.shift)
         mask = windows.shifted_window_mask((H, W), self.window, self.shift) if shifted else None
 
-        y = layer_norm("norm1", self.dtype, self.param_dtype)(x_BHWC)
+        norm = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        y = layer_norm("norm1", **norm)(x_BHWC)
         if shifted:
             y = jnp.roll(y, (-self.shift[0], -self.shift[1]), axis=(1, 2))
         y_BwNC = windows.window_partition(y, self.window)
         y_BwNC = WindowAttention(
-            self.num_heads,
-            self.window,
-            self.qkv_bias,
-            self.attn_drop,
-            self.drop,
-            self.weight_init,
-            self.dtype,
-            self.param_dtype,
-            self.kernels,
+            num_heads=self.num_heads,
+            window=self.window,
+            qkv_bias=self.qkv_bias,
+            attn_drop=self.attn_drop,
+            proj_drop=self.drop,
+            weight_init=self.weight_init,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernels=self.kernels,
             name="attn",
         )(y_BwNC, mask, deterministic)
         y = windows.window_reverse(y_BwNC, self.window, H, W)
         if shifted:
             y = jnp.roll(y, self.shift, axis=(1, 2))
-        drop_path = DropPath(self.drop_path, self.drop_path_mode, self.kernels)
-        x_BHWC = x_BHWC + drop_path(y, deterministic)
+        drop_path = dict(rate=self.drop_path, mode=self.drop_path_mode, kernels=self.kernels)
+        x_BHWC = x_BHWC + DropPath(**drop_path)(y, deterministic)  # DropPath_0
 
-        y = layer_norm("norm2", self.dtype, self.param_dtype)(x_BHWC)
+        y = layer_norm("norm2", **norm)(x_BHWC)
         y = Mlp(
-            int(C * self.mlp_ratio),
-            self.drop,
-            self.weight_init,
-            self.dtype,
-            self.param_dtype,
-            self.kernels,
+            hidden_dim=int(C * self.mlp_ratio),
+            drop=self.drop,
+            weight_init=self.weight_init,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernels=self.kernels,
             name="mlp",
         )(y, deterministic)
-        drop_path = DropPath(self.drop_path, self.drop_path_mode, self.kernels)  # DropPath_1
-        return x_BHWC + drop_path(y, deterministic)
+        return x_BHWC + DropPath(**drop_path)(y, deterministic)  # DropPath_1
 
 
-class PatchMerging(nn.Module):
+class PatchMerging(nn.Module, kw_only=True):
     """2x2 neighbourhood -> one token: (B, H, W, C) -> (B, H/2, W/2, out_dim).
 
     Channels are concatenated in the paper's order x[0::2, 0::2], x[1::2, 0::2], x[0::2, 1::2],
@@ -245,9 +248,9 @@ class PatchMerging(nn.Module):
         x = x_BHWC.reshape(B, H // 2, 2, W // 2, 2, C)  # (b, i, row parity, j, col parity, c)
         x = x.transpose(0, 1, 3, 4, 2, 5).reshape(B, H // 2, W // 2, 4 * C)
         if self.norm:
-            x = layer_norm("norm", self.dtype, self.param_dtype)(x)
+            x = layer_norm("norm", dtype=self.dtype, param_dtype=self.param_dtype)(x)
         y = kernel_sets.get(self.kernels).dense(
-            self.out_dim,
+            features=self.out_dim,
             use_bias=False,
             kernel_init=dense_init(self.weight_init),
             dtype=self.dtype,
@@ -257,7 +260,7 @@ class PatchMerging(nn.Module):
         return y.reshape(B, H // 2, W // 2, self.out_dim)
 
 
-class PatchEmbed(nn.Module):
+class PatchEmbed(nn.Module, kw_only=True):
     """Non-overlapping patches -> tokens: a conv with kernel = stride = patch, then LayerNorm.
 
     (B, H, W, in_chans) -> (B, H/p, W/p, embed_dim). A dense layer on flattened p x p x C
@@ -280,8 +283,8 @@ class PatchEmbed(nn.Module):
         else:
             kernel_init = nn.initializers.lecun_normal()
         x = nn.Conv(
-            self.embed_dim,
-            self.patch_size,
+            features=self.embed_dim,
+            kernel_size=self.patch_size,
             strides=self.patch_size,
             padding="VALID",
             kernel_init=kernel_init,
@@ -290,11 +293,11 @@ class PatchEmbed(nn.Module):
             name="proj",
         )(images_BHWC)
         if self.norm:
-            x = layer_norm("norm", self.dtype, self.param_dtype)(x)
+            x = layer_norm("norm", dtype=self.dtype, param_dtype=self.param_dtype)(x)
         return x
 
 
-class SwinStage(nn.Module):
+class SwinStage(nn.Module, kw_only=True):
     """One stage: optional patch merging at its start (timm layout), then ``depth`` blocks.
 
     Blocks alternate regular (even j) and shifted (odd j) windows. ``drop_paths`` holds one rate
@@ -325,12 +328,12 @@ class SwinStage(nn.Module):
     def __call__(self, x_BHWC: jnp.ndarray, deterministic: bool) -> jnp.ndarray:
         if self.downsample:
             x_BHWC = PatchMerging(
-                self.dim,
-                self.merge_norm,
-                self.weight_init,
-                self.dtype,
-                self.param_dtype,
-                self.kernels,
+                out_dim=self.dim,
+                norm=self.merge_norm,
+                weight_init=self.weight_init,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                kernels=self.kernels,
                 name="downsample",
             )(x_BHWC)
         block = SwinBlock
@@ -338,19 +341,19 @@ class SwinStage(nn.Module):
             block = nn.remat(SwinBlock, static_argnums=(2,), policy=REMAT_POLICIES[self.remat])
         for j in range(self.depth):
             x_BHWC = block(
-                self.num_heads,
-                self.window,
-                self.shift if j % 2 else (0, 0),
-                self.mlp_ratio,
-                self.qkv_bias,
-                self.drop,
-                self.attn_drop,
-                self.drop_paths[j],
-                self.drop_path_mode,
-                self.weight_init,
-                self.dtype,
-                self.param_dtype,
-                self.kernels,
+                num_heads=self.num_heads,
+                window=self.window,
+                shift=self.shift if j % 2 else (0, 0),
+                mlp_ratio=self.mlp_ratio,
+                qkv_bias=self.qkv_bias,
+                drop=self.drop,
+                attn_drop=self.attn_drop,
+                drop_path=self.drop_paths[j],
+                drop_path_mode=self.drop_path_mode,
+                weight_init=self.weight_init,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                kernels=self.kernels,
                 name=f"blocks_{j}",
             )(x_BHWC, deterministic)
         return x_BHWC

@@ -1,13 +1,13 @@
 """Dropout whose random numbers fuse into the surrounding computation.
 
 ``jax.random.bits`` lowers Threefry-2x32 as a rolled loop over its rounds, materialising every
-intermediate array: on a CPU, drawing the keras_example's ~36 M dropout decisions per step that
-way took ~390 ms, more than the matrix multiplies. :func:`threefry_bits` computes the *same*
-function (Threefry-2x32 with 20 rounds on the counters ``jax.random`` uses with
-``jax_threefry_partitionable``, the default) written out round by round as elementwise integer
-ops, which XLA fuses into the consumer: ~15 ms for the same draws. The bits are bit for bit those
-of ``jax.random.bits`` for the same key (``tests/test_kernels.py`` checks it); :func:`bernoulli`
-draws its masks from the same Threefry blocks.
+intermediate array: on a CPU, drawing the keras_example's dropout decisions that way cost more
+than the matrix multiplies. :func:`threefry_bits` computes the *same* function (Threefry-2x32
+with 20 rounds on the counters ``jax.random`` uses with ``jax_threefry_partitionable``, the
+default) written out round by round as elementwise integer ops, which XLA fuses into the
+consumer (the timings: docs/performance.md, "Measurements behind the cpu kernel set"). The bits
+are bit for bit those of ``jax.random.bits`` for the same key (``tests/test_kernels.py`` checks
+it); :func:`bernoulli` draws its masks from the same Threefry blocks.
 
 ``fused=False`` (the ``reference`` kernel set, :mod:`swinjax.models.layers.kernel_sets`) draws the
 same masks through JAX's own Threefry primitive (``jax.extend.random.threefry_2x32``, one
@@ -54,7 +54,7 @@ def threefry2x32(
     return x0, x1
 
 
-def _fast_path(key: jax.Array, size: int) -> bool:
+def _unrolled_threefry_applies(key: jax.Array, size: int) -> bool:
     impl = jax.random.key_impl(key) if _is_typed(key) else None
     return (
         (impl is None or str(impl) == "threefry2x32")
@@ -70,7 +70,7 @@ def _is_typed(key: jax.Array) -> bool:
 def threefry_bits(key: jax.Array, shape: Sequence[int]) -> jax.Array:
     """uint32 random bits of ``shape``: equal to ``jax.random.bits(key, shape)``."""
     shape = tuple(int(s) for s in shape)
-    if not _fast_path(key, math.prod(shape)):
+    if not _unrolled_threefry_applies(key, math.prod(shape)):
         return jax.random.bits(key, shape, jnp.uint32)
     data = jax.random.key_data(key) if _is_typed(key) else key
     # The row-major flat index of every element: the low word of jax's 64-bit counter (the
@@ -91,8 +91,8 @@ def bernoulli(key: jax.Array, p: float, shape: Sequence[int], fused: bool = True
     ``jax.random.bernoulli`` folds them into one), the mask being the two halves concatenated.
     XLA computes that concatenation once, into a boolean array the forward and backward passes
     both read; the per-element form, equal to ``jax.random.bernoulli``, was recomputed inside
-    each consumer (keras_example, one core: ~830 against ~660 ms per step). Keys of another PRNG
-    implementation fall back to ``jax.random.bernoulli``.
+    each consumer, a slower step (docs/performance.md). Keys of another PRNG implementation fall
+    back to ``jax.random.bernoulli``.
 
     ``fused=False``: the same mask from ``jax.extend.random.threefry_2x32`` on the counters
     (0, ..., 0, 0, 1, ..., half - 1), whose output is exactly the two words concatenated.
@@ -101,7 +101,7 @@ def bernoulli(key: jax.Array, p: float, shape: Sequence[int], fused: bool = True
     n = math.prod(shape)
     if p >= 1.0:
         return jnp.ones(shape, bool)
-    if not _fast_path(key, n):
+    if not _unrolled_threefry_applies(key, n):
         return jax.random.bernoulli(key, p, shape)
     data = jax.random.key_data(key) if _is_typed(key) else key
     half = (n + 1) // 2
@@ -145,8 +145,9 @@ def drop(
     return jnp.where(kept, x / jnp.asarray(keep, x.dtype), jnp.zeros((), x.dtype))
 
 
-class Dropout(nn.Module):
-    """``flax.linen.Dropout`` (same interface, same module names) on the fused generator.
+class Dropout(nn.Module, kw_only=True):
+    """``flax.linen.Dropout`` (the same fields, given by keyword; the same module names) on the
+    fused generator.
 
     ``rate`` is a Python float; ``deterministic=True`` or ``rate == 0`` is the identity.
     ``fused=False``: the same masks through JAX's Threefry primitive (see :func:`bernoulli`).

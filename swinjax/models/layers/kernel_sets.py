@@ -35,14 +35,11 @@ from swinjax.models.layers import activations, attention, linear
 KERNELS = ("auto", "reference", "cpu")
 
 # The cpu set's attention: elementwise products (attention.small_window_attention) for windows of
-# N <= ELEMENTWISE_MAX_TOKENS tokens whose heads of d channels have N * d <= ELEMENTWISE_MAX_ND
-# (the products q k^T and p v of one window and head are N x d x N: too small for a GEMM),
-# batched matrix products (attention.matmul_attention) otherwise. From tools/measure_attention.py
-# (forward + backward of the attention core, 65536 tokens, best of 5-7; 2-core VM shared with
-# other work, load 4-7: noisy), ms elementwise / matmul:
-#   N=4:  d=32 39 / 101, d=8 40 / 124          N=9:  d=32 58-73 / 91-113, d=16 79 / 183
-#   N=16: d=32 110-119 / 90-115, d=16 129 / 152, d=8 93-132 / 158-226
-#   N=25: d=32 254 / 111, d=8 215 / 225        N=49: d=32 2271 / 268, d=8 1062 / 370
+# N <= ELEMENTWISE_MAX_TOKENS tokens whose heads of d channels have N * d <= ELEMENTWISE_MAX_ND,
+# batched matrix products (attention.matmul_attention) otherwise: the products q k^T and p v of
+# one small window and head (N x d x N) are too small for a GEMM to pay off. The thresholds sit
+# where tools/measure_attention.py's timings of the two cross on the CPU (docs/performance.md,
+# "Attention per window size").
 ELEMENTWISE_MAX_TOKENS = 16
 ELEMENTWISE_MAX_ND = 288
 
@@ -68,8 +65,10 @@ class KernelSet:
         return attention.matmul_attention
 
 
-REFERENCE = KernelSet("reference", nn.Dense, activations.gelu_reference, fused_dropout=False)
-CPU = KernelSet("cpu", linear.Dense, activations.gelu, fused_dropout=True)
+REFERENCE = KernelSet(
+    name="reference", dense=nn.Dense, gelu=activations.gelu_reference, fused_dropout=False
+)
+CPU = KernelSet(name="cpu", dense=linear.Dense, gelu=activations.gelu, fused_dropout=True)
 
 
 def elementwise_attention_wins(tokens: int, head_dim: int) -> bool:
@@ -77,7 +76,7 @@ def elementwise_attention_wins(tokens: int, head_dim: int) -> bool:
     return tokens <= ELEMENTWISE_MAX_TOKENS and tokens * head_dim <= ELEMENTWISE_MAX_ND
 
 
-def check(kernels: str) -> None:
+def validate_kernels(kernels: str) -> None:
     """Raises ValueError unless ``kernels`` is one of :data:`KERNELS`."""
     if kernels not in KERNELS:
         raise ConfigError(f"kernels {kernels!r} is not one of {KERNELS}")
@@ -85,7 +84,7 @@ def check(kernels: str) -> None:
 
 def resolve(kernels: str, backend: str | None = None) -> str:
     """``"reference"`` or ``"cpu"``: ``"auto"`` by ``backend`` (None: JAX's default backend)."""
-    check(kernels)
+    validate_kernels(kernels)
     if kernels != "auto":
         return kernels
     return "cpu" if (backend or jax.default_backend()) == "cpu" else "reference"

@@ -6,12 +6,12 @@ promotion stay flax's) flattens the tokens to one (R, I) matrix and gives the pr
 hand-written VJP:
 
 - the weight gradient contracts one token axis, not (B, H, W): contracting several made XLA's
-  CPU backend transpose the activations and call a generic kernel (a Dense block's backward:
-  230 ms -> 75 ms on one core);
+  CPU backend transpose the activations and call a generic kernel;
 - it is computed with the larger of I and O as the output's minor dimension (x^T g, or
-  (g^T x)^T), the faster GEMM layout on CPUs for these skinny products (fc2's: 22 -> 13 ms).
+  (g^T x)^T), the faster GEMM layout on CPUs for these skinny products.
 
-The math is unchanged: dx = g W^T and dW = x^T g.
+The math is unchanged: dx = g W^T and dW = x^T g. What each change saved:
+docs/performance.md ("Measurements behind the cpu kernel set").
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ _RI_RO = (((0,), (0,)), ((), ()))  # (R, I)^T @ (R, O)
 
 
 @jax.custom_vjp
-def matmul(x_RI: jax.Array, w_IO: jax.Array) -> jax.Array:
+def tokenwise_matmul(x_RI: jax.Array, w_IO: jax.Array) -> jax.Array:
     """(R, I) @ (I, O) with the VJP described in the module docstring."""
     return lax.dot_general(x_RI, w_IO, _RI_IO)
 
 
 def _matmul_fwd(x_RI: jax.Array, w_IO: jax.Array) -> tuple[jax.Array, tuple]:
-    return matmul(x_RI, w_IO), (x_RI, w_IO)
+    return tokenwise_matmul(x_RI, w_IO), (x_RI, w_IO)
 
 
 def _matmul_bwd(residuals: tuple, g_RO: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -51,7 +51,7 @@ def _matmul_bwd(residuals: tuple, g_RO: jax.Array) -> tuple[jax.Array, jax.Array
     return dx_RI.astype(x_RI.dtype), dw_IO.astype(w_IO.dtype)
 
 
-matmul.defvjp(_matmul_fwd, _matmul_bwd)
+tokenwise_matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
 def dot_general(
@@ -62,7 +62,7 @@ def dot_general(
     preferred_element_type: Any = None,
 ) -> jax.Array:
     """``lax.dot_general`` for ``nn.Dense``: its (..., I) x (I, O) case goes through
-    :func:`matmul` on flattened tokens; any other contraction is passed through."""
+    :func:`tokenwise_matmul` on flattened tokens; any other contraction is passed through."""
     standard = (((lhs.ndim - 1,), (0,)), ((), ()))
     if (
         rhs.ndim != 2
@@ -73,7 +73,7 @@ def dot_general(
     ):
         return lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type)
     n_in, n_out = rhs.shape
-    y = matmul(lhs.reshape(-1, n_in), rhs)
+    y = tokenwise_matmul(lhs.reshape(-1, n_in), rhs)
     return y.reshape(*lhs.shape[:-1], n_out)
 
 

@@ -44,7 +44,8 @@ def clamp_window(resolution: Pair, window: Pair, shift: Pair) -> tuple[Pair, Pai
 
 
 def window_partition(x_BHWC: jnp.ndarray, window: Pair) -> jnp.ndarray:
-    """Split (B, H, W, C) into non-overlapping windows: (B * nW, wh * ww, C), row-major windows."""
+    """Split (B, H, W, C) into non-overlapping windows: (B * w, wh * ww, C), the w windows of
+    each image in row-major order."""
     B, H, W, C = x_BHWC.shape
     wh, ww = window
     x = x_BHWC.reshape(B, H // wh, wh, W // ww, ww, C)
@@ -53,7 +54,7 @@ def window_partition(x_BHWC: jnp.ndarray, window: Pair) -> jnp.ndarray:
 
 
 def window_reverse(x_BwNC: jnp.ndarray, window: Pair, H: int, W: int) -> jnp.ndarray:
-    """Inverse of :func:`window_partition`: (B * nW, wh * ww, C) -> (B, H, W, C)."""
+    """Inverse of :func:`window_partition`: (B * w, wh * ww, C) -> (B, H, W, C)."""
     wh, ww = window
     C = x_BwNC.shape[-1]
     x = x_BwNC.reshape(-1, H // wh, W // ww, wh, ww, C)
@@ -80,7 +81,7 @@ def relative_position_index(window: Pair) -> np.ndarray:
 
 @functools.cache
 def shifted_window_mask(resolution: Pair, window: Pair, shift: Pair) -> np.ndarray:
-    """Additive attention mask for shifted windows: (nW, N, N) of 0 and ``MASK_VALUE``.
+    """Additive attention mask for shifted windows: (w, N, N) of 0 and ``MASK_VALUE``.
 
     After the cyclic shift by (-sh, -sw), windows on the bottom/right border hold tokens from
     opposite edges of the image. Each position is labelled by which of the 3 x 3 regions
