@@ -111,6 +111,18 @@ def test_load_config_and_resume_check_read_upgraded_configs(old_workdir) -> None
         trainer.check_workdir(old_workdir, _fixture_config(eval_tta=True, eval_tta_shift=1))
 
 
+def test_a_sweeps_saved_base_is_upgraded(tmp_path) -> None:
+    base = make_tiny_config()
+    flat = config_lib.flatten(base)
+    del flat["eval_tta_shift"], flat["model_kwargs.stem_strides"]  # saved before they existed
+    path = tmp_path / "sweep_config.json"
+    path.write_text(json.dumps({"base": flat, "sweep": {"mode": "grid"}}))
+    saved = config_lib.saved_config(path)
+    assert saved["sweep"] == {"mode": "grid"} and saved["base"]["eval_tta_shift"] == 0
+    assert config_lib.diff_configs(saved["base"], base) == {}
+    assert config_lib.saved_config(tmp_path / "absent.json") is None
+
+
 # ---------------------------------------------------------------------- the workdir of 52f3f97
 
 
