@@ -190,7 +190,8 @@ def test_config_keys_reach_the_model() -> None:
     with pytest.raises(ValueError, match=r"remat 'everything' is not one of"):
         config_lib.validate_config(config)
     saved_before = {k: v for k, v in config.to_dict().items() if k not in ("kernels", "remat")}
-    assert config_lib.model_overrides(ml_collections.ConfigDict(saved_before)) == {
+    upgraded = config_lib.upgrade_saved_config(saved_before)
+    assert config_lib.model_overrides(ml_collections.ConfigDict(upgraded)) == {
         "kernels": "auto",
         "remat": "none",
     }

@@ -1,5 +1,5 @@
-"""The optimizer recipe: config keys and their validation, AdamW with array hyperparameters,
-the weight-decay mask and the learning-rate schedule.
+"""The optimizer recipe: the validation of its config keys (defined in ``swinjax.config.KEYS``,
+section ``optim``), AdamW with array hyperparameters and the weight-decay mask.
 
 Everything numeric is a float32 array at run time (``TrainState.hparams``, written into the
 optimizer state by :func:`adamw_update` before each update), so changing it does not retrace;
@@ -32,49 +32,12 @@ from flax import traverse_util
 from swinjax.errors import ConfigError
 from swinjax.optim.schedules import SCHEDULES
 
-# Config keys read here (defined, with their defaults, in ``swinjax.config.KEYS``).
-OPTIM_KEYS = (
-    "learning_rate",
-    "weight_decay",
-    "label_smoothing",
-    "seed",
-    "num_epochs",
-    "schedule",
-    "warmup_epochs",
-    "min_lr",
-    "grad_clip_norm",
-    "decay_all",
-    "b1",
-    "b2",
-    "adam_eps",
-    "adam_eps_keras",
-    "layer_decay",
-)
-# The float32 scalars of ``TrainState.hparams``.
-HPARAM_KEYS = (
-    "learning_rate",  # peak
-    "min_lr",  # where the decay ends
-    "warmup_steps",
-    "total_steps",
-    "weight_decay",
-    "label_smoothing",
-    "b1",
-    "b2",
-    "adam_eps",
-    "adam_eps_keras",  # 1.0: epsilon hat (Keras), 0.0: optax's epsilon
-    "grad_clip_norm",  # 0.0: no clipping
-    "layer_decay",  # 1.0: every layer at the full learning rate (swinjax.optim.param_groups)
-)
-
-
 # ----------------------------------------------------------------------------------- config
 
 
 def validate_optim_config(c: ml_collections.ConfigDict) -> None:
-    """Raises ValueError naming the key and the fix for any value that cannot train."""
-    missing = [k for k in OPTIM_KEYS if k not in c]
-    if missing:
-        raise ConfigError(f"config lacks {missing}; start from swinjax.config.base_config()")
+    """Raises ConfigError (a ValueError) naming the key and the fix for any optimizer value
+    that cannot train, in a config that has every key (``swinjax.config.check_keys``)."""
 
     def bad(key: str, rule: str) -> ConfigError:
         return ConfigError(f"config.{key}={c[key]!r}: {rule}")

@@ -28,42 +28,13 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from swinjax.config import validate_config
+from swinjax.config import POPULATION_KEYS, validate_config
 from swinjax.errors import ConfigError
 from swinjax.training import recipe
 
 MODES = ("grid", "random")
 EXECUTIONS = ("sequential", "population")
 DISTRIBUTIONS = ("uniform", "log_uniform", "int_uniform", "choice")
-# The keys that only change ``TrainState.hparams`` or ``state.rng``: points that differ only in
-# these run the same compiled program, so they can share a population (and one compile).
-# ``num_epochs`` is not among them: it changes how long a member trains.
-POPULATION_KEYS = frozenset(
-    {
-        "learning_rate",
-        "min_lr",
-        "warmup_epochs",
-        "weight_decay",
-        "label_smoothing",
-        "b1",
-        "b2",
-        "adam_eps",
-        "adam_eps_keras",
-        "grad_clip_norm",
-        "layer_decay",
-        "freeze",
-        "seed",
-        # The recipe tools' strengths (swinjax.training.recipe): the members must agree on which
-        # tools are on (validate_sweep checks), not on how strong they are.
-        "randaug_magnitude",
-        "mixup_alpha",
-        "cutmix_alpha",
-        "mix_prob",
-        "mix_switch_prob",
-        "erase_prob",
-        "ema_decay",
-    }
-)
 Point = dict[str, Any]
 
 

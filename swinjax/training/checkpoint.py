@@ -56,6 +56,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization
 
+from swinjax import config as config_lib
 from swinjax.errors import CheckpointError
 from swinjax.weights import params_to_timm
 
@@ -145,13 +146,15 @@ def save_config(workdir: str | Path, config: ml_collections.ConfigDict) -> None:
 
 
 def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
+    """The config of the run in ``workdir`` (its ``config.json``), written by this release or
+    an older one (brought forward: ``swinjax.config.upgrade_saved_config``)."""
     path = Path(workdir) / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(
             f"{path} not found: {workdir} is not a swinjax workdir (expected {CONFIG_FILE} and "
             f"{CHECKPOINT_DIR}/ written by `python -m swinjax.train --workdir {workdir}`)"
         )
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
+    return ml_collections.ConfigDict(config_lib.saved_config(path))
 
 
 def resolve(path: Path) -> tuple[Path, int | None]:

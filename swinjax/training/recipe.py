@@ -6,8 +6,9 @@ train state: a tool that is off is not in the trace at all, so every existing co
 exactly what it did before the tool existed); its STRENGTH is a float32 array in
 ``TrainState.hparams`` (present only while the tool is on), so a sweep over strengths compiles
 ``train_step`` once. A tool is on when its key is set: ``augment_policy`` not "", ``mixup_alpha``
-> 0, ``cutmix_alpha`` > 0, ``erase_prob`` > 0, ``ema_decay`` > 0.
-The EMA itself is :func:`swinjax.optim.ema.ema_update`.
+> 0, ``cutmix_alpha`` > 0, ``erase_prob`` > 0, ``ema_decay`` > 0. Which keys are a tool's
+strengths says the ``hparam`` column of ``swinjax.config.KEYS`` (the :class:`Recipe` flag that
+must be on). The EMA itself is :func:`swinjax.optim.ema.ema_update`.
 """
 
 from __future__ import annotations
@@ -15,23 +16,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-# Config keys read here (defined, with their defaults, in ``swinjax.config.KEYS``).
-RECIPE_KEYS = (
-    "augment_policy",
-    "randaug_num_ops",
-    "randaug_magnitude",
-    "mixup_alpha",
-    "cutmix_alpha",
-    "mix_switch_prob",
-    "mix_prob",
-    "erase_prob",
-    "ema_decay",
-    "eval_tta",
-    "eval_tta_shift",
-)
-# What a missing key means (a config saved before the key existed): the tool is off.
-_OFF = {"augment_policy": "", "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "erase_prob": 0.0}
-_OFF.update(ema_decay=0.0, eval_tta=False, eval_tta_shift=0)
+from swinjax.config import TOOL_HPARAM_KEYS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,43 +34,31 @@ class Recipe:
     def mixing(self) -> bool:
         return self.mixup or self.cutmix
 
-
-def _get(config: Any, key: str) -> Any:
-    return config[key] if key in config else _OFF[key]
+    @property
+    def randaugment(self) -> bool:
+        return self.policy == "randaugment"
 
 
 def from_config(config: Any) -> Recipe:
     """The config's :class:`Recipe` (of a config that :func:`swinjax.config.validate_config`
     accepts)."""
-    policy = _get(config, "augment_policy")
+    policy = config.augment_policy
     return Recipe(
         policy=policy,
         num_ops=int(config.randaug_num_ops) if policy else 2,
-        mixup=_get(config, "mixup_alpha") > 0,
-        cutmix=_get(config, "cutmix_alpha") > 0,
-        erase=_get(config, "erase_prob") > 0,
-        ema=_get(config, "ema_decay") > 0,
+        mixup=config.mixup_alpha > 0,
+        cutmix=config.cutmix_alpha > 0,
+        erase=config.erase_prob > 0,
+        ema=config.ema_decay > 0,
     )
 
 
 def hparams(config: Any, recipe: Recipe) -> dict[str, float]:
-    """The array hyperparameters of the tools that are on."""
-    out: dict[str, float] = {}
-    if recipe.policy == "randaugment":
-        out["randaug_magnitude"] = config.randaug_magnitude
-    if recipe.mixup:
-        out["mixup_alpha"] = config.mixup_alpha
-    if recipe.cutmix:
-        out["cutmix_alpha"] = config.cutmix_alpha
-    if recipe.mixing:
-        out.update(mix_prob=config.mix_prob, mix_switch_prob=config.mix_switch_prob)
-    if recipe.erase:
-        out["erase_prob"] = config.erase_prob
-    if recipe.ema:
-        out["ema_decay"] = config.ema_decay
-    return {k: float(v) for k, v in out.items()}
+    """The array hyperparameters of the tools that are on: the keys of
+    ``swinjax.config.TOOL_HPARAM_KEYS`` whose :class:`Recipe` flag is set."""
+    return {k: float(config[k]) for k, flag in TOOL_HPARAM_KEYS.items() if getattr(recipe, flag)}
 
 
 def tta(config: Any) -> tuple[bool, int]:
-    """``(eval_tta, eval_tta_shift)`` of ``config`` (off where a saved config lacks them)."""
-    return bool(_get(config, "eval_tta")), int(_get(config, "eval_tta_shift"))
+    """``(eval_tta, eval_tta_shift)`` of ``config``."""
+    return bool(config.eval_tta), int(config.eval_tta_shift)

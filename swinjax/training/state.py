@@ -23,8 +23,9 @@ import optax
 from flax import struct
 
 from swinjax.augment import transforms
+from swinjax.config import HPARAM_KEYS, check_keys
 from swinjax.optim import param_groups
-from swinjax.optim.adamw import HPARAM_KEYS, make_optimizer, validate_optim_config
+from swinjax.optim.adamw import make_optimizer, validate_optim_config
 from swinjax.training import recipe as recipe_lib
 
 
@@ -35,7 +36,7 @@ class TrainState(struct.PyTreeNode):
     params: Any
     opt_state: Any
     rng: jax.Array  # typed PRNG key; step s uses fold_in(rng, s)
-    hparams: dict[str, jax.Array]  # float32 scalars (HPARAM_KEYS) a sweep may vary
+    hparams: dict[str, jax.Array]  # float32 scalars a sweep may vary (_hparams)
     trainable: Any  # per parameter, a float32 scalar: 1.0 trains, 0.0 frozen (param_groups)
     model: nn.Module = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
@@ -74,23 +75,13 @@ _init_jit_cpu = jax.jit(
 def _hparams(
     config: ml_collections.ConfigDict, steps_per_epoch: int, recipe: recipe_lib.Recipe
 ) -> dict[str, jax.Array]:
-    """``state.hparams``: the float32 scalars of HPARAM_KEYS, plus the strengths of the recipe
-    tools that are on."""
-    hparams = {
-        "learning_rate": config.learning_rate,
-        "min_lr": config.min_lr,
-        "warmup_steps": round(config.warmup_epochs * steps_per_epoch),
-        "total_steps": config.num_epochs * steps_per_epoch,
-        "weight_decay": config.weight_decay,
-        "label_smoothing": config.label_smoothing,
-        "b1": config.b1,
-        "b2": config.b2,
-        "adam_eps": config.adam_eps,
-        "adam_eps_keras": float(config.adam_eps_keras),
-        "grad_clip_norm": config.grad_clip_norm,
-        "layer_decay": config.layer_decay,
-    }
-    hparams = {k: hparams[k] for k in HPARAM_KEYS} | recipe_lib.hparams(config, recipe)
+    """``state.hparams``: the float32 scalars of the keys the table marks (``swinjax.config``:
+    :data:`HPARAM_KEYS` always, the recipe tools' strengths while the tool is on), and the
+    schedule's lengths in steps: ``warmup_steps`` (of ``warmup_epochs``) and ``total_steps``
+    (of ``num_epochs``)."""
+    hparams = {k: config[k] for k in HPARAM_KEYS} | recipe_lib.hparams(config, recipe)
+    hparams["warmup_steps"] = round(config.warmup_epochs * steps_per_epoch)
+    hparams["total_steps"] = config.num_epochs * steps_per_epoch
     return {k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()}
 
 
@@ -107,6 +98,7 @@ def create_train_state(
     ``rng``: a typed PRNG key (``jax.random.key``), a raw uint32 key or an int seed; None:
     ``config.seed``. It is split into the parameter-init key and ``state.rng``.
     """
+    check_keys(config)
     validate_optim_config(config)
     recipe = recipe_lib.from_config(config)
     if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, numbers.Integral):
@@ -142,8 +134,8 @@ def create_train_state(
         model=model,
         tx=tx,
         schedule=config.schedule,
-        augment_mode=config.get("augment", "none"),
-        crop_padding=config.get("crop_padding", 4),
+        augment_mode=config.augment,
+        crop_padding=config.crop_padding,
         mean=mean,
         std=std,
         resize_method=config.resize_method,
