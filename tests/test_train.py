@@ -17,7 +17,7 @@ from swinjax import data, errors
 from swinjax import eval as eval_cli
 from swinjax.config import build_model
 from swinjax.optim import schedules
-from swinjax.training import checkpoint, steps, trainer
+from swinjax.training import checkpoint, evaluation, steps, trainer
 from swinjax.training import state as state_lib
 from tests.conftest import REPO, make_tiny_config
 
@@ -245,7 +245,7 @@ def test_train_and_eval_on_a_tfds_dir_built_by_tfds(tmp_path, tiny_tfds_dir, mon
     assert result["test"]["num_examples"] == spec.test_examples
     assert all(np.isfinite(result["test"][k]) for k in ("loss", "top1", "top5"))
     # The saved config names the tfds dataset and its data_dir: eval needs nothing else.
-    record = eval_cli.run(str(tmp_path / "run"), "val", best=True)
+    record = evaluation.evaluate_checkpoint(str(tmp_path / "run"), "val", best=True)
     assert record["num_examples"] == num_val and record["split"] == "val"
     assert (tmp_path / "run" / "test_samples.png").is_file()
 
