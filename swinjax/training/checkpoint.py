@@ -388,9 +388,9 @@ class Checkpointer:
 
 def saved_steps(workdir: str | Path) -> list[int]:
     """The committed checkpoint steps of ``workdir``, ascending; [] where it has none (or does
-    not exist). Reads only."""
-    if not (Path(workdir) / CHECKPOINT_DIR).is_dir():
-        return []
+    not exist). Reads only. (Every process of a multi-host run opens the same checkpoint managers
+    in the same order, whatever another process has written meanwhile: orbax syncs the processes
+    when a manager opens.)"""
     ckpt = Checkpointer(workdir, read_only=True)
     try:
         return ckpt.all_steps()
