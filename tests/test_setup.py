@@ -87,8 +87,12 @@ def test_class_names_are_checked_against_a_split(tmp_path) -> None:
     assert workdir_lib.load_class_names(tmp_path) == ("cat", "dog")
     workdir_lib.check_classes(tmp_path, split)
     other = types.SimpleNamespace(name="pets:test", class_names=("cat", "emu"), num_classes=2)
-    with pytest.raises(errors.ConfigError, match=r"pets:test does not have the classes .* 'dog'"):
+    message = r"pets:test does not have the classes .*: class 1 is 'emu' here, 'dog' there;"
+    with pytest.raises(errors.ConfigError, match=message):
         workdir_lib.check_classes(tmp_path, other)
+    fewer = types.SimpleNamespace(name="pets:test", class_names=("cat",), num_classes=1)
+    with pytest.raises(errors.ConfigError, match="1 classes here, 2 there"):
+        workdir_lib.check_classes(tmp_path, fewer)
     unnamed = types.SimpleNamespace(name="x", class_names=(), num_classes=3)
     assert workdir_lib.class_names(unnamed) == ("0", "1", "2")
 

@@ -264,7 +264,7 @@ def test_eval_cli_bad_paths_exit_2(tmp_path, tiny_config, capsys) -> None:
     classes.write_text(json.dumps([f"class_{k}" for k in range(9)] + ["zebra"]))
     capsys.readouterr()
     assert eval_cli.main(["swinjax.eval", "--ckpt", str(tmp_path / "run")]) == 2  # other classes
-    assert "9: 'class_9' vs 'zebra'" in capsys.readouterr().err
+    assert "class 9 is 'class_9' here, 'zebra' there" in capsys.readouterr().err
     classes.write_text(saved)
     assert (
         eval_cli.main(["swinjax.eval", "--ckpt", str(tmp_path / "run" / "checkpoints" / "99")]) == 2

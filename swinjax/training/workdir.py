@@ -70,10 +70,11 @@ def check_classes(workdir: Path, split: Any) -> None:
     if saved is None or saved == names:
         return
     pairs = enumerate(zip(saved, names, strict=False))  # the common classes; counts said apart
-    differ = [f"{k}: {a!r} vs {b!r}" for k, (a, b) in pairs if a != b]
-    count = f"{len(saved)} classes vs {len(names)}; " if len(saved) != len(names) else ""
+    differ = [f"class {k} is {b!r} here, {a!r} there" for k, (a, b) in pairs if a != b]
+    if len(saved) != len(names):
+        differ.insert(0, f"{len(names)} classes here, {len(saved)} there")
     raise ConfigError(
         f"{split.name} does not have the classes the model in {workdir} was trained on "
-        f"({count}{', '.join(differ[:5]) or 'the first ones agree'}; {CLASSES_FILE} has them): "
-        "score it on the dataset (and config.classes) it was trained with"
+        f"({CLASSES_FILE}): {'; '.join(differ[:5])}; score it on the dataset (and "
+        "config.classes) it was trained with"
     )
