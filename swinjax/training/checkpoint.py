@@ -6,9 +6,8 @@ position in the epoch, the validation metrics). The run's config is saved beside
 Retention keeps the last ``keep`` checkpoints plus the best by validation top-1 (of the parameters
 or of their EMA, whichever is higher).
 
-Which checkpoint to read is chosen in one place, :func:`restore`: ``"latest"`` (falling back over
-unreadable steps), ``"best"`` or a step number; evaluation, resuming and ``init_from`` of a
-workdir all go through it.
+Which checkpoint to read is chosen in one place, :func:`restore`: ``"latest"``, ``"best"`` or a
+step number; evaluation, resuming and ``init_from`` of a workdir all go through it.
 
 Asynchronous saves. ``Checkpointer.save`` returns once orbax has copied the state's arrays off
 the device (to host memory; on a GPU through pinned host memory); the files are written, the
@@ -18,9 +17,9 @@ donates its state). On the CPU the host copy is a view of the device buffer, so 
 instead of donating while that save is in flight: correct, one state's extra memory meanwhile.
 A save waits for the previous one first; ``wait_until_finished()`` waits for the one in flight
 and raises CheckpointError if its background write failed (that step is then not listed).
-The restores, ``best_step``, ``all_steps`` and ``close`` wait first, so they
-never see a step that is not yet on disk. Call ``close()`` (or ``wait_until_finished()``)
-before the process ends or before anything reads the checkpoint directory.
+The restores, ``best_step``, ``all_steps`` and ``close`` wait first, so they never see a step
+that is not yet on disk. Call ``close()`` (or ``wait_until_finished()``) before the process ends
+or before anything reads the checkpoint directory.
 
 Crashes. A step is written into a temporary directory (``STEP.orbax-checkpoint-tmp*``) that is
 renamed into place when complete, so a process killed mid-write leaves only that temporary
@@ -28,16 +27,11 @@ directory: readers never list it, and the next writer (``read_only=False``) dele
 
 Preemption. ``reached_preemption(step)`` is JAX's preemption sync point: once any host of a
 multi-host job (``jax.distributed`` initialized) receives SIGTERM, every host gets True at the
-same step, so that all of them save that step together. A training loop calls it every step::
-
-    if ckpt.reached_preemption(step):  # every host, every step (False without jax.distributed)
-        ckpt.save(step, state, meta)
-        ckpt.close()
-        return
-
-JAX's preemption notifier installs its own SIGTERM handler in ``jax.distributed.initialize``:
-a multi-host loop must not install a Python SIGTERM handler after that (it would replace JAX's).
-A single-process run (no jax.distributed) gets False here always and uses its own SIGTERM flag.
+same step, so that all of them save that step together (a training loop asks every step, on every
+host, and saves and closes where it is True). JAX's preemption notifier installs its own SIGTERM
+handler in ``jax.distributed.initialize``: a multi-host loop must not install a Python SIGTERM
+handler after that (it would replace JAX's). A single-process run (no jax.distributed) gets False
+here always and uses its own SIGTERM flag.
 
 Restoring walks back from the newest step. A step that fails with an error of a bad checkpoint
 (:func:`is_bad_checkpoint`: unreadable, truncated, deleted or garbled files, a tree that does
@@ -300,53 +294,6 @@ class Checkpointer:
         params = jax.tree.map(np.asarray, dict(restored["state"]["params"]))
         return params, dict(restored["meta"])
 
-    def restore_chosen(
-        self,
-        which: str | int,
-        template: Any = None,
-        *,
-        report: Callable[[str], None] = log.warning,
-    ) -> tuple[Any, dict]:
-        """:func:`restore` of this checkpoint directory."""
-        read = (
-            self._restore_params_and_meta
-            if template is None
-            else partial(self.restore, template=template)
-        )
-        saved = self.all_steps()
-        if not saved:
-            raise CheckpointError(f"{self.directory} holds no checkpoint")
-        if which == "latest":
-            return self._newest(read, report)
-        step = self._chosen_step(which, saved)
-        try:
-            return read(step)
-        except Exception as e:  # noqa: BLE001 - judged by is_bad_checkpoint, else re-raised
-            if not is_bad_checkpoint(e):
-                raise
-            raise CheckpointError(
-                f"checkpoint {self.directory}/{step} cannot be restored (unreadable, or not of the "
-                f"model in {self.directory.parent / CONFIG_FILE}): "
-                f"{type(e).__name__}: {str(e)[:400]}"
-            ) from e
-
-    def _chosen_step(self, which: str | int, saved: list[int]) -> int:
-        if which == "best":
-            step = self.best_step()
-            if step is None:
-                raise CheckpointError(
-                    f"no checkpoint under {self.directory} has validation metrics (saved steps: "
-                    f"{saved}); take the latest instead"
-                )
-            return step
-        if isinstance(which, bool) or not isinstance(which, int):
-            raise ValueError(f"which checkpoint: 'latest', 'best' or a step number, got {which!r}")
-        if which not in saved:
-            raise CheckpointError(
-                f"step {which} is not among the saved steps {saved} under {self.directory}"
-            )
-        return which
-
     def restore_latest(
         self, template: Any, *, report: Callable[[str], None] = log.warning
     ) -> tuple[Any, dict] | None:
@@ -387,10 +334,9 @@ class Checkpointer:
 
 
 def saved_steps(workdir: str | Path) -> list[int]:
-    """The committed checkpoint steps of ``workdir``, ascending; [] where it has none (or does
-    not exist). Reads only. (Every process of a multi-host run opens the same checkpoint managers
-    in the same order, whatever another process has written meanwhile: orbax syncs the processes
-    when a manager opens.)"""
+    """The committed checkpoint steps of ``workdir``, ascending ([] where there is none). Opens a
+    reader even where the directory is missing: every process of a multi-host run must open the
+    same managers in the same order (orbax syncs them at each)."""
     ckpt = Checkpointer(workdir, read_only=True)
     try:
         return ckpt.all_steps()
@@ -418,9 +364,45 @@ def restore(
     """
     ckpt = Checkpointer(workdir, read_only=True)
     try:
-        return ckpt.restore_chosen(which, template, report=report)
+        saved = ckpt.all_steps()
+        if not saved:
+            raise CheckpointError(f"{ckpt.directory} holds no checkpoint")
+        if template is None:
+            read = ckpt._restore_params_and_meta
+        else:
+            read = partial(ckpt.restore, template=template)
+        if which == "latest":
+            return ckpt._newest(read, report)
+        step = _chosen_step(ckpt, which, saved)
+        try:
+            return read(step)
+        except Exception as e:  # noqa: BLE001 - judged by is_bad_checkpoint, else re-raised
+            if not is_bad_checkpoint(e):
+                raise
+            raise CheckpointError(
+                f"checkpoint {ckpt.directory}/{step} cannot be restored (unreadable, or not of the "
+                f"model in {Path(workdir) / CONFIG_FILE}): {type(e).__name__}: {str(e)[:400]}"
+            ) from e
     finally:
         ckpt.close()
+
+
+def _chosen_step(ckpt: Checkpointer, which: str | int, saved: list[int]) -> int:
+    if which == "best":
+        step = ckpt.best_step()
+        if step is None:
+            raise CheckpointError(
+                f"no checkpoint under {ckpt.directory} has validation metrics (saved steps: "
+                f"{saved}); take the latest instead"
+            )
+        return step
+    if isinstance(which, bool) or not isinstance(which, int):
+        raise ValueError(f"which checkpoint: 'latest', 'best' or a step number, got {which!r}")
+    if which not in saved:
+        raise CheckpointError(
+            f"step {which} is not among the saved steps {saved} under {ckpt.directory}"
+        )
+    return which
 
 
 def weights_source(source: str) -> str | dict[str, np.ndarray]:
