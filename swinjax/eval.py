@@ -19,77 +19,10 @@ if __name__ == "__main__":  # first, before JAX or TensorFlow is imported: see s
 
     runtime.prepare_process()
 
-from pathlib import Path
-
 from absl import flags
 
 from swinjax import cli
-from swinjax.training import checkpoint
-
-
-def run(
-    ckpt: str,
-    split_name: str = "test",
-    data_dir: str | None = None,
-    best: bool = False,
-    batch_size: int = 0,
-    tta: bool = False,
-    tta_shift: int = -1,
-) -> dict:
-    """Restores the checkpoint and evaluates it on ``split_name``; returns the JSON record."""
-    from swinjax import data
-    from swinjax.config import build_model, input_size
-    from swinjax.training import evaluation, recipe
-    from swinjax.training.state import create_train_state
-
-    workdir, step = checkpoint.resolve(Path(ckpt))
-    if best and step is not None:
-        raise checkpoint.CheckpointError("--best takes a workdir, not a checkpoint step")
-    config = checkpoint.load_config(workdir)
-    if data_dir:
-        config.data_dir = data_dir
-    split_key = {"test": "test_split", "val": "val_split", "train": "train_split"}.get(split_name)
-    split_spec = config[split_key] if split_key else split_name
-    split = data.load_split(config, split_spec, input_size(config))
-    model = build_model(config, split)
-    template = create_train_state(config, model, steps_per_epoch=1)
-    ckpt_mgr = checkpoint.Checkpointer(workdir, read_only=True)
-    steps_saved = ckpt_mgr.all_steps()
-    if not steps_saved:
-        raise checkpoint.CheckpointError(f"{ckpt_mgr.directory} holds no checkpoint")
-    if best:
-        step = ckpt_mgr.best_step()
-        if step is None:
-            raise checkpoint.CheckpointError(
-                f"no checkpoint under {workdir} has validation metrics"
-            )
-    if step is None:
-        restored = ckpt_mgr.restore_latest(template)
-        assert restored is not None
-    else:
-        if step not in steps_saved:
-            raise checkpoint.CheckpointError(f"step {step} is not among the saved {steps_saved}")
-        try:
-            restored = ckpt_mgr.restore(step, template)
-        except Exception as e:  # noqa: BLE001 - judged by is_bad_checkpoint, else re-raised
-            if not checkpoint.is_bad_checkpoint(e):
-                raise
-            raise checkpoint.CheckpointError(
-                f"checkpoint {ckpt_mgr.directory}/{step} does not match the model in "
-                f"{workdir / checkpoint.CONFIG_FILE}: {type(e).__name__}: {str(e)[:400]}"
-            ) from e
-    state, _ = restored
-    shift = 0  # the views' move: the flag's, or where it is -1 the run's eval_tta_shift
-    if tta:
-        shift = recipe.tta(config)[1] if tta_shift < 0 else tta_shift
-    metrics = evaluation.evaluate_with_ema(
-        state,
-        split,
-        batch_size or config.eval_batch_size or config.batch_size,
-        tta=tta,
-        tta_shift=shift,
-    )
-    return {**metrics, "step": int(state.step), "split": split_name, "tta": tta, "tta_shift": shift}
+from swinjax.training import evaluation
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -125,7 +58,15 @@ def main(argv: list[str]) -> int:
 
 
 def _work(fv: flags.FlagValues) -> dict:
-    return run(fv.ckpt, fv.split, fv.data_dir, fv.best, fv.batch_size, fv.tta, fv.tta_shift)
+    return evaluation.evaluate_checkpoint(
+        fv.ckpt,
+        fv.split,
+        data_dir=fv.data_dir,
+        best=fv.best,
+        batch_size=fv.batch_size or None,  # 0: the config's
+        tta=fv.tta,
+        tta_shift=None if fv.tta_shift < 0 else fv.tta_shift,  # -1: the run's
+    )
 
 
 if __name__ == "__main__":

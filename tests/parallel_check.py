@@ -77,7 +77,7 @@ def main(out_path: str) -> None:
     shard_order = sorted(batch4["image"].addressable_shards, key=lambda s: s.index[0].start or 0)
 
     # Evaluation: 10 examples in batches of 3, padded to 4 (a multiple of the 4 devices).
-    small = data.Split(split.images_EHWC[:10], split.labels_E[:10], "first10", split.num_classes)
+    small = split.head(10)
     eval4 = evaluation.evaluate(four, small, 3, mesh4)
     eval1 = evaluation.evaluate(one, small, 10, mesh1)  # one unpadded batch on one device
     padded = next(data.eval_batches(small, batching.padded_batch_size(3, mesh4.size)))

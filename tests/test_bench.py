@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from swinjax import bench
+from swinjax.training import benchmark, profiling
 from tests.conftest import make_tiny_config
 
 
 def test_bench_reports_all_figures() -> None:
-    result = bench.run(make_tiny_config(), batch_size=32, n_steps=2, warmup=1, epoch_steps=3)
+    result = benchmark.measure(
+        make_tiny_config(), batch_size=32, n_steps=2, warmup=1, epoch_steps=3
+    )
     for key in (
         "train_images_per_s",
         "eval_images_per_s",
@@ -28,14 +30,14 @@ def test_bench_reports_all_figures() -> None:
 
 def test_bench_stands_in_synthetic_data_for_a_missing_dataset(tmp_path) -> None:
     config = make_tiny_config(dataset="cifar100", data_dir=str(tmp_path), remat="full")
-    result = bench.run(config, batch_size=32, n_steps=1, warmup=1, epoch_steps=2)
+    result = benchmark.measure(config, batch_size=32, n_steps=1, warmup=1, epoch_steps=2)
     assert "synthetic stand-in (cifar100 is not prepared here)" == result["data"]
     assert result["remat"] == "full" and result["train_step_temp_mib"] > 0
     assert result["train_images_per_s"] > 0
 
 
 def test_bench_profile_attributes_time_to_modules() -> None:
-    result = bench.run(
+    result = benchmark.measure(
         make_tiny_config(), batch_size=32, n_steps=1, warmup=1, epoch_steps=2, profile=True
     )
     prof = result["profile"]
@@ -47,4 +49,4 @@ def test_bench_profile_attributes_time_to_modules() -> None:
     assert abs(sum(r["ms"] for r in prof["by_module"]) - prof["ops_ms_per_step"]) < 0.1 * len(
         modules
     )
-    assert "mlp" in bench.profiling.format_profile(prof)
+    assert "mlp" in profiling.format_profile(prof)

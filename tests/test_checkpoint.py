@@ -4,6 +4,7 @@ errors fall back to an older step (bad checkpoints) or propagate (everything els
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -275,6 +276,75 @@ def test_other_restore_errors_propagate(error, saved_runs, monkeypatch) -> None:
     assert reports == []  # no fallback was tried
 
 
+# ------------------------------------------------------------ choosing a checkpoint: restore
+
+
+@pytest.fixture(scope="module")
+def scored_run(tmp_path_factory, saved_runs) -> tuple[Path, object]:
+    """Steps 1-3 of a tiny train state: 1 and 2 with validation scores (2's EMA the best), 3
+    saved without (a stop mid-epoch)."""
+    _, _, template = saved_runs
+    root = tmp_path_factory.mktemp("scored")
+    ckpt = checkpoint.Checkpointer(root, keep=3)
+    scores = {1: {"val_top1": 0.5}, 2: {"val_top1": 0.4, "val_ema_top1": 0.7}, 3: None}
+    for step, metrics in scores.items():
+        ckpt.save(step, template.replace(step=jnp.int32(step)), {"step": step}, metrics)
+    ckpt.close()
+    return root, template
+
+
+def test_restore_chooses_the_latest_the_best_or_a_step(scored_run) -> None:
+    root, template = scored_run
+    assert checkpoint.saved_steps(root) == [1, 2, 3]
+    for which, step in (("latest", 3), ("best", 2), (1, 1)):
+        state, meta = checkpoint.restore(root, which, template)
+        assert int(state.step) == step and meta == {"step": step}, which
+    params, meta = checkpoint.restore(root, "latest")  # no template: the parameters alone
+    assert meta == {"step": 3} and all(isinstance(x, np.ndarray) for x in jax.tree.leaves(params))
+    _assert_bitwise_equal(_host(params), _host(template.params))
+    with pytest.raises(
+        errors.CheckpointError, match=r"step 9 is not among the saved steps \[1, 2, 3\]"
+    ):
+        checkpoint.restore(root, 9, template)
+
+
+def test_restore_names_what_is_missing_or_does_not_fit(saved_runs, tmp_path) -> None:
+    good, other, template = saved_runs
+    with pytest.raises(
+        errors.CheckpointError, match=r"has validation metrics \(saved steps: \[1, 2\]\)"
+    ):
+        checkpoint.restore(good, "best", template)
+    with pytest.raises(errors.CheckpointError, match=r"checkpoints/2 cannot be restored"):
+        checkpoint.restore(other, 2, template)  # another tree than the template's
+    with pytest.raises(errors.CheckpointError, match="holds no checkpoint"):
+        checkpoint.restore(tmp_path, "latest", template)
+    assert checkpoint.saved_steps(tmp_path / "absent") == []
+    assert list(tmp_path.iterdir()) == []  # readers create nothing
+    timm = checkpoint.weights_source(str(good / checkpoint.CHECKPOINT_DIR / "1"))
+    assert "patch_embed.proj.weight" in timm  # a step's parameters, in timm's layout
+    (tmp_path / checkpoint.CONFIG_FILE).write_text("{}")  # a workdir whose run saved nothing
+    with pytest.raises(errors.CheckpointError, match=r"init_from='.*': .* holds no checkpoint"):
+        checkpoint.weights_source(str(tmp_path))
+
+
+def test_reading_and_saving_without_metrics_log_no_orbax_warnings(tmp_path, caplog) -> None:
+    """A reader is not orbax's read_only manager (which warns on every open), and a save
+    without validation metrics records {} (orbax warns about a save without metrics)."""
+    state = {"w": jnp.arange(8.0), "step": jnp.int32(3)}
+    with caplog.at_level(logging.WARNING):
+        writer = checkpoint.Checkpointer(tmp_path)
+        writer.save(3, state, {"epoch": 0})  # a stop mid-epoch: no validation metrics
+        writer.close()
+        reader = checkpoint.Checkpointer(tmp_path, read_only=True)
+        assert reader.all_steps() == [3] and reader.best_step() is None
+        restored, _ = checkpoint.restore(tmp_path, "latest", state)
+        reader.close()
+    assert int(restored["step"]) == 3
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    with pytest.raises(ValueError, match="opened read-only"):
+        reader.save(4, state, {"epoch": 0})
+
+
 # ----------------------------------------------------------------------------- kill -9 runs
 
 STEPS_PER_EPOCH = 16  # experiments/demo.py: 1080 train examples // batch 64
@@ -354,8 +424,9 @@ class _Launch:
 
 
 def _kill_during_startup(workdir: Path, log: Path, rng: random.Random) -> bool:
-    """Killed after config.json is written (the init and train steps are compiled or loaded
-    from the cache next) and before any train step is recorded."""
+    """Killed after config.json is written (once the run is set up and its state initialized:
+    the train step is compiled or loaded from the cache next) and before any train step is
+    recorded."""
     run = _Launch(workdir, log)
     assert run.kill_when(run.config_written, delay_s=rng.uniform(0.0, 0.2)), "run ended"
     return not run.new_records()

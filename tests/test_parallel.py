@@ -151,7 +151,7 @@ def test_each_process_reads_a_disjoint_block_of_every_global_batch() -> None:
 
 
 def test_multi_process_eval_blocks_cover_every_example_once() -> None:
-    split = data.Split(
+    split = data.InMemorySplit(
         np.zeros((11, 2, 2, 1), np.uint8), np.arange(11, dtype=np.int32), "eleven", 11
     )
     parts = [list(data.eval_batches(split, 4, process_index=i, process_count=2)) for i in range(2)]

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 import pytest
 
+from swinjax import errors
 from swinjax.sweeps import runner, space
 from swinjax.training import steps
 from tests.conftest import REPO, make_tiny_config
@@ -130,6 +131,14 @@ def test_bad_sweep_configs_fail_before_anything_runs(tmp_path, fields, message) 
     with pytest.raises(ValueError, match=_escape(message)):
         runner.run_sweep(config, workdir)
     assert not workdir.exists()
+
+
+def test_a_sweep_that_fails_to_start_writes_nothing(tmp_path) -> None:
+    workdir = tmp_path / "sweep"
+    missing = _config(dataset="cifar100", data_dir=str(tmp_path / "tfds"), download=False)
+    with pytest.raises(errors.DatasetNotFoundError):
+        runner.run_sweep(missing, workdir)
+    assert not workdir.exists()  # no sweep_config.json: the fixed command may use the workdir
 
 
 def test_a_sweep_needs_a_validation_split(tmp_path) -> None:

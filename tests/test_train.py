@@ -16,7 +16,7 @@ from swinjax import data, errors
 from swinjax import eval as eval_cli
 from swinjax.config import build_model
 from swinjax.optim import schedules
-from swinjax.training import checkpoint, steps, trainer
+from swinjax.training import checkpoint, evaluation, plots, steps, trainer
 from swinjax.training import state as state_lib
 from tests.conftest import REPO, make_tiny_config
 
@@ -38,6 +38,8 @@ def test_two_epochs_write_checkpoints_metrics_and_plots(tmp_path, tiny_config) -
     assert result["test"]["num_examples"] == 300
     for name in ("config.json", "metrics.jsonl", "history.png", "test_samples.png"):
         assert (tmp_path / name).is_file(), name
+    names = json.loads((tmp_path / "classes.json").read_text())  # for what reads the workdir
+    assert names == list(data.load_split(tiny_config, "train").class_names)
     assert list((tmp_path / "tensorboard").iterdir())
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in records if r["kind"] == "epoch"]
@@ -158,7 +160,7 @@ def test_corrupted_latest_checkpoint_falls_back(tmp_path, tiny_config) -> None:
     assert len(reports) == 1 and "checkpoints/32 is unreadable" in reports[0]
 
 
-def test_nan_stops_training_and_keeps_the_best(tmp_path, tiny_config, monkeypatch) -> None:
+def test_nan_stops_training_and_keeps_the_best(tmp_path, monkeypatch, capsys) -> None:
     trainer.train_and_evaluate(make_tiny_config(num_epochs=1), tmp_path)
     before = checkpoint.Checkpointer(tmp_path, read_only=True).all_steps()
     real = steps.train_step
@@ -170,10 +172,13 @@ def test_nan_stops_training_and_keeps_the_best(tmp_path, tiny_config, monkeypatc
         return state, metrics
 
     monkeypatch.setattr(steps, "train_step", nan_after_20)
+    capsys.readouterr()
     with pytest.raises(FloatingPointError, match="non-finite metrics at step 21"):
-        trainer.train_and_evaluate(tiny_config, tmp_path)
+        trainer.train_and_evaluate(make_tiny_config(progress_bar=True), tmp_path)
     ckpt = checkpoint.Checkpointer(tmp_path, read_only=True)
     assert ckpt.all_steps() == before == [16] and ckpt.best_step() == 16
+    bar = capsys.readouterr().err
+    assert "epoch 2" in bar and bar.endswith("\n")  # closed: the error's line starts afresh
 
 
 def test_bad_config_and_workdir_fail_before_training(tmp_path, tiny_config) -> None:
@@ -247,15 +252,22 @@ def test_train_and_eval_on_a_tfds_dir_built_by_tfds(tmp_path, tiny_tfds_dir, mon
     assert result["test"]["num_examples"] == spec.test_examples
     assert all(np.isfinite(result["test"][k]) for k in ("loss", "top1", "top5"))
     # The saved config names the tfds dataset and its data_dir: eval needs nothing else.
-    record = eval_cli.run(str(tmp_path / "run"), "val", best=True)
+    record = evaluation.evaluate_checkpoint(str(tmp_path / "run"), "val", best=True)
     assert record["num_examples"] == num_val and record["split"] == "val"
     assert (tmp_path / "run" / "test_samples.png").is_file()
 
 
-def test_eval_cli_bad_paths_exit_2(tmp_path, tiny_config) -> None:
+def test_eval_cli_bad_paths_exit_2(tmp_path, tiny_config, capsys) -> None:
     assert eval_cli.main(["swinjax.eval", "--ckpt", str(tmp_path / "missing")]) == 2
     assert eval_cli.main(["swinjax.eval", "--ckpt", str(tmp_path)]) == 2  # exists, not a workdir
     trainer.train_and_evaluate(make_tiny_config(num_epochs=1), tmp_path / "run")
+    classes = tmp_path / "run" / "classes.json"
+    saved = classes.read_text()
+    classes.write_text(json.dumps([f"class_{k}" for k in range(9)] + ["zebra"]))
+    capsys.readouterr()
+    assert eval_cli.main(["swinjax.eval", "--ckpt", str(tmp_path / "run")]) == 2  # other classes
+    assert "class 9 is 'class_9' here, 'zebra' there" in capsys.readouterr().err
+    classes.write_text(saved)
     assert (
         eval_cli.main(["swinjax.eval", "--ckpt", str(tmp_path / "run" / "checkpoints" / "99")]) == 2
     )
@@ -325,6 +337,20 @@ def test_config_json_and_other_keys_on_resume(tmp_path) -> None:
         config = make_tiny_config(num_epochs=1)
         config.model_kwargs.embed_dim = 32
         trainer.train_and_evaluate(config, tmp_path)
+
+
+def test_sample_titles_say_the_truth_and_the_prediction() -> None:
+    images_EHWC = np.zeros((3, 4, 4, 3), np.uint8)
+    fig = plots.predictions_figure(
+        images_EHWC, np.array([0, 1, 2]), np.array([0, 2, 5]), ["cat", "dog", "emu"]
+    )
+    titled = [ax.title for ax in fig.axes if ax.get_title()]
+    assert [t.get_text() for t in titled] == [
+        "true: cat\npred: cat",
+        "true: dog\npred: emu",
+        "true: emu\npred: 5",  # a class without a name: its number
+    ]
+    assert [t.get_color() for t in titled] == ["green", "red", "red"]
 
 
 def _records(workdir, kind):

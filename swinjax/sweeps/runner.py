@@ -1,9 +1,10 @@
 """Running a hyperparameter sweep (``python -m swinjax.sweep`` is its command line).
 
 The config is a training config plus a ``sweep`` section (:mod:`swinjax.sweeps.space`). Each
-point trains from scratch through the training loop of :mod:`swinjax.training.loop` (the one
-``swinjax.train`` runs) and is scored with ``evaluation.evaluate`` on the validation split after
-every epoch, without checkpoints: a point is the unit of resumption.
+point is set up as a training run is (:func:`swinjax.training.setup.setup_run`), trains from
+scratch through the training loop of :mod:`swinjax.training.loop` (the one ``swinjax.train`` runs)
+and is scored as a run validates (``evaluation.evaluate_for_config``) after every epoch, without
+checkpoints: a point is the unit of resumption.
 
 - ``sweep.execution = "sequential"``: one point after another through ``steps.train_step``.
   Points that differ only in array hyperparameters or the seed share its one compiled program.
@@ -16,11 +17,13 @@ initialization, dropout and augmentation. So the two modes train the same models
 
 ``DIR/results.jsonl`` gets one JSON object per finished point (see README); a re-run skips the
 points found there, and refuses a workdir whose ``sweep_config.json`` holds another base config.
+Both are written once the first point has trained: a sweep that fails to start writes nothing.
 At the end: a summary table sorted by validation top-1 and ``DIR/sweep.png``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -35,12 +38,11 @@ from absl import logging
 from tqdm import tqdm
 
 from swinjax import config as config_lib
-from swinjax import data
-from swinjax.data.batching import check_batch_size
 from swinjax.errors import ConfigError
 from swinjax.sweeps import space as search
-from swinjax.training import evaluation, loop, parallel, plots, population, recipe
-from swinjax.training import state as state_lib
+from swinjax.training import evaluation, loop, parallel, plots
+from swinjax.training.setup import setup_run
+from swinjax.training.workdir import check_workdir
 
 RESULTS_FILE = "results.jsonl"
 CONFIG_FILE = "sweep_config.json"
@@ -62,12 +64,6 @@ def run_sweep(
     keys = sorted(points[0])
     workdir = Path(workdir)
     _check_workdir(workdir, base, keys)
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / CONFIG_FILE).write_text(
-        json.dumps(
-            {"base": config_lib.flatten(base), "sweep": sweep.to_dict()}, indent=2, default=str
-        )
-    )
 
     digests = [config_digest(search.point_config(base, p)) for p in points]
     done = {r["config_digest"]: r for r in read_results(workdir)}
@@ -77,8 +73,11 @@ def run_sweep(
         log(f"skipping {finished} of {len(points)} points already in {workdir / RESULTS_FILE}")
     size = sweep.population_size or len(todo)
     units = [[p] for p in todo] if sweep.execution == "sequential" else _chunks(todo, size)
-    for unit in units:
-        for result in train_points(base, unit, sweep.execution, log):
+    for n, unit in enumerate(units):
+        results = train_points(base, unit, sweep.execution, log)
+        if n == 0:  # written once a point has trained: a failed start leaves nothing behind
+            _save_sweep_config(workdir, base, sweep)
+        for result in results:
             append_result(workdir, result)
             done[result["config_digest"]] = result
     results = sorted((done[d] for d in digests), key=_rank)
@@ -98,50 +97,36 @@ def train_points(
     t0 = time.perf_counter()
     configs = [search.point_config(base, p) for p in points]
     config = configs[0]  # what shapes the program: the same for every member of a population
-    train_split = data.load_split(config, config.train_split, config_lib.input_size(config))
-    val_split = data.load_split(config, config.val_split, config_lib.input_size(config))
-    model = config_lib.build_model(config, train_split)
-    steps_per_epoch, total_steps = config_lib.training_steps(config, train_split)
-    states = [
-        state_lib.create_train_state(c, model, steps_per_epoch=steps_per_epoch) for c in configs
-    ]
-    state = population.stack(states) if execution == "population" else states[0]
-    del states  # a population is a copy: the P originals can go
-    mesh = parallel.make_mesh()
-    check_batch_size(config.batch_size, mesh.size)
-    state = parallel.replicate(state, mesh)
-    # Both modes read the data in the order of the base seed: a swept seed changes the rest.
-    plan = loop.Plan(
-        train_split, config.batch_size, base.seed, steps_per_epoch, config.num_epochs, total_steps
+    run = setup_run(
+        config,
+        splits={"train": config.train_split, "val": config.val_split},
+        members=configs if execution == "population" else None,
+        data_seed=base.seed,  # both modes read the data in the base seed's order
     )
     members = [_Member(p) for p in points]
     meter = loop.Meter(len(points), on_nonfinite="record")
     name = _format_point(points[0]) if len(points) == 1 else f"population of {len(points)}"
-    bar = tqdm(total=total_steps, desc=name, unit="step", disable=not config.progress_bar)
-    eval_batch = config.eval_batch_size or config.batch_size
+    bar = tqdm(total=run.plan.total_steps, desc=name, unit="step", disable=not config.progress_bar)
 
     def end_epoch(state: Any, pos: loop.Position) -> bool:
         if meter.all_diverged:
             return True
-        tta, shift = recipe.tta(config)
-        scores = evaluation.evaluate_with_ema(
-            state, val_split, eval_batch, mesh, tta=tta, tta_shift=shift
-        )
+        scores = evaluation.evaluate_for_config(state, run.splits["val"], config, run.mesh)
         scores = scores if isinstance(scores, list) else [scores]
         for i, (m, val) in enumerate(zip(members, scores, strict=True)):
             m.end_epoch(pos.epoch, pos.step, meter.means(i), val, meter.diverged_at[i])
         return False
 
-    state, pos, _ = loop.run(
-        state,
-        plan,
-        loop.Position(),
-        meter,
-        end_epoch=end_epoch,
-        actions=[lambda step: _show(bar, meter)],
-        sharding=parallel.batch_sharding(mesh),
-    )
-    bar.close()
+    with contextlib.closing(bar):  # the bar's line ends before an error's message
+        _, pos, _ = loop.run_epochs(
+            run.take_state(),
+            run.plan,
+            loop.Position(),
+            meter,
+            end_epoch=end_epoch,
+            actions=[lambda step: _show(bar, meter)],
+            sharding=parallel.batch_sharding(run.mesh),
+        )
     seconds = time.perf_counter() - t0
     results = []
     for m, c, diverged in zip(members, configs, meter.diverged_at, strict=True):
@@ -221,20 +206,32 @@ def config_digest(config: ml_collections.ConfigDict) -> str:
 def _check_workdir(workdir: Path, base: ml_collections.ConfigDict, keys: list[str]) -> None:
     """Refuses a workdir that is not a directory, or holds a sweep over another base config
     (keys the new sweep varies, and ``config.SWEEP_IGNORED``, may differ)."""
-    if workdir.exists() and not workdir.is_dir():
-        raise ConfigError(f"--workdir {workdir} exists and is not a directory; pick another path")
-    saved = config_lib.saved_config(workdir / CONFIG_FILE)
-    if saved is None:
-        if (workdir / RESULTS_FILE).exists():
-            raise ConfigError(f"--workdir {workdir} has {RESULTS_FILE} but no {CONFIG_FILE}")
-        return
-    diff = config_lib.diff_configs(saved["base"], base, config_lib.SWEEP_IGNORED | set(keys))
-    if diff:
-        raise ConfigError(
-            f"--workdir {workdir} holds sweep results of a different base config "
-            f"({config_lib.describe_diff(diff)}); use a new --workdir, or that base config to "
-            "add points to the sweep"
-        )
+    saved = _saved_sweep(workdir)
+    check_workdir(
+        workdir,
+        base,
+        saved and saved["base"],
+        ignore=config_lib.SWEEP_IGNORED | set(keys),
+        holds="sweep results of a different base config",
+        fix="use a new --workdir, or that base config to add points to the sweep",
+    )
+    if saved is None and (workdir / RESULTS_FILE).exists():
+        raise ConfigError(f"--workdir {workdir} has {RESULTS_FILE} but no {CONFIG_FILE}")
+
+
+def _saved_sweep(workdir: Path) -> dict[str, Any] | None:
+    """``{"base": flat base config, "sweep": the sweep section}`` of ``workdir``; None where it
+    holds none."""
+    path = workdir / CONFIG_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _save_sweep_config(
+    workdir: Path, base: ml_collections.ConfigDict, sweep: ml_collections.ConfigDict
+) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    record = {"base": config_lib.flatten(base), "sweep": sweep.to_dict()}
+    (workdir / CONFIG_FILE).write_text(json.dumps(record, indent=2, default=str))
 
 
 def read_results(workdir: Path) -> list[dict[str, Any]]:

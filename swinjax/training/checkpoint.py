@@ -6,6 +6,9 @@ position in the epoch, the validation metrics). The run's config is saved beside
 Retention keeps the last ``keep`` checkpoints plus the best by validation top-1 (of the parameters
 or of their EMA, whichever is higher).
 
+Which checkpoint to read is chosen in one place, :func:`restore`: ``"latest"``, ``"best"`` or a
+step number; evaluation, resuming and ``init_from`` of a workdir all go through it.
+
 Asynchronous saves. ``Checkpointer.save`` returns once orbax has copied the state's arrays off
 the device (to host memory; on a GPU through pinned host memory); the files are written, the
 step directory committed and old steps deleted by a background thread while training goes on.
@@ -14,9 +17,9 @@ donates its state). On the CPU the host copy is a view of the device buffer, so 
 instead of donating while that save is in flight: correct, one state's extra memory meanwhile.
 A save waits for the previous one first; ``wait_until_finished()`` waits for the one in flight
 and raises CheckpointError if its background write failed (that step is then not listed).
-``restore``, ``restore_latest``, ``best_step``, ``all_steps`` and ``close`` wait first, so they
-never see a step that is not yet on disk. Call ``close()`` (or ``wait_until_finished()``)
-before the process ends or before anything reads the checkpoint directory.
+The restores, ``best_step``, ``all_steps`` and ``close`` wait first, so they never see a step
+that is not yet on disk. Call ``close()`` (or ``wait_until_finished()``) before the process ends
+or before anything reads the checkpoint directory.
 
 Crashes. A step is written into a temporary directory (``STEP.orbax-checkpoint-tmp*``) that is
 renamed into place when complete, so a process killed mid-write leaves only that temporary
@@ -24,16 +27,11 @@ directory: readers never list it, and the next writer (``read_only=False``) dele
 
 Preemption. ``reached_preemption(step)`` is JAX's preemption sync point: once any host of a
 multi-host job (``jax.distributed`` initialized) receives SIGTERM, every host gets True at the
-same step, so that all of them save that step together. A training loop calls it every step::
-
-    if ckpt.reached_preemption(step):  # every host, every step (False without jax.distributed)
-        ckpt.save(step, state, meta)
-        ckpt.close()
-        return
-
-JAX's preemption notifier installs its own SIGTERM handler in ``jax.distributed.initialize``:
-a multi-host loop must not install a Python SIGTERM handler after that (it would replace JAX's).
-A single-process run (no jax.distributed) gets False here always and uses its own SIGTERM flag.
+same step, so that all of them save that step together (a training loop asks every step, on every
+host, and saves and closes where it is True). JAX's preemption notifier installs its own SIGTERM
+handler in ``jax.distributed.initialize``: a multi-host loop must not install a Python SIGTERM
+handler after that (it would replace JAX's). A single-process run (no jax.distributed) gets False
+here always and uses its own SIGTERM flag.
 
 Restoring walks back from the newest step. A step that fails with an error of a bad checkpoint
 (:func:`is_bad_checkpoint`: unreadable, truncated, deleted or garbled files, a tree that does
@@ -46,7 +44,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +69,9 @@ BEST_METRICS = (BEST_METRIC, "val_ema_top1")
 
 
 def best_score(metrics: dict) -> float:
-    """A checkpoint's score for "best": the highest of its :data:`BEST_METRICS`."""
-    return max(float(metrics[k]) for k in BEST_METRICS if k in metrics)
+    """A checkpoint's score for "best": the highest of its :data:`BEST_METRICS`; -inf for a
+    checkpoint saved without a validation score (stopped mid-epoch, or no validation split)."""
+    return max((float(metrics[k]) for k in BEST_METRICS if k in metrics), default=-math.inf)
 
 
 # The errors that mean "this checkpoint is bad", found by corrupting checkpoints written by
@@ -176,10 +177,17 @@ def resolve(path: Path) -> tuple[Path, int | None]:
 
 class Checkpointer:
     """Saves (asynchronously) and restores (state, meta) at training steps under
-    ``WORKDIR/checkpoints``; see the module docstring."""
+    ``WORKDIR/checkpoints``; see the module docstring.
+
+    ``read_only=True`` (a reader): creates nothing, deletes nothing (not even what a killed save
+    left behind) and refuses to save. It is orbax's manager with creation, clean-up and
+    asynchronous writes off, not orbax's ``read_only`` option, which adds nothing to that but a
+    warning on every open.
+    """
 
     def __init__(self, workdir: str | Path, *, keep: int = 2, read_only: bool = False):
         self.directory = (Path(workdir) / CHECKPOINT_DIR).absolute()
+        self.read_only = read_only
         if keep < 1:
             raise ValueError(f"checkpoint keep must be >= 1, got {keep}")
         policy = ocp.checkpoint_managers.AnyPreservationPolicy(
@@ -196,10 +204,8 @@ class Checkpointer:
             preservation_policy=policy,
             best_fn=best_score,  # makes orbax persist each step's metrics
             create=not read_only,
-            read_only=read_only,
             enable_async_checkpointing=not read_only,
             cleanup_tmp_directories=not read_only,  # what a killed save left behind
-            save_interval_steps=0 if read_only else 1,  # (orbax warns unless it is 0 there)
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options)
         self._in_flight: int | None = None  # the step a background thread is writing
@@ -247,13 +253,17 @@ class Checkpointer:
         ``metrics`` (``{"val_top1": float}``, plus ``"val_ema_top1"`` where there is an EMA, for
         the best-step retention) must be JSON; they are copied here. A save still in flight is
         waited for first (its failure raises CheckpointError here). An existing step is left as
-        it is.
+        it is. A save without ``metrics`` (a stop mid-epoch, a run without validation) records
+        ``{}``: it never ranks as the best (:func:`best_score`), and orbax, which ranks every
+        step, has metrics for each.
         """
+        if self.read_only:
+            raise ValueError(f"{self.directory} was opened read-only; it cannot save")
         self.wait_until_finished()
         if step in self.manager.all_steps():
             return
         meta = json.loads(json.dumps(meta))  # our copy: the background thread writes it later
-        metrics = None if metrics is None else json.loads(json.dumps(metrics))
+        metrics = json.loads(json.dumps(metrics or {}))
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(_to_storable(state)), meta=ocp.args.JsonSave(meta)
         )
@@ -276,11 +286,16 @@ class Checkpointer:
     def restore_params(self, step: int) -> dict:
         """The parameters saved at ``step``, as a nested dict of numpy arrays, without a template
         (for loading them into a model of another size: :mod:`swinjax.weights.load`)."""
+        return self._restore_params_and_meta(step)[0]
+
+    def _restore_params_and_meta(self, step: int) -> tuple[dict, dict]:
         self.wait_until_finished()
         restored = self.manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()),
         )
-        return jax.tree.map(np.asarray, dict(restored["state"]["params"]))
+        params = jax.tree.map(np.asarray, dict(restored["state"]["params"]))
+        return params, dict(restored["meta"])
 
     def restore_latest(
         self, template: Any, *, report: Callable[[str], None] = log.warning
@@ -291,10 +306,14 @@ class Checkpointer:
         through ``report`` and skipped; any other error propagates. If every step is bad,
         CheckpointError lists them.
         """
+        return self._newest(lambda step: self.restore(step, template), report)
+
+    def _newest(self, read: Callable[[int], Any], report: Callable[[str], None]) -> Any:
+        """``read(step)`` of the newest step it succeeds on (see :meth:`restore_latest`)."""
         failures = []
         for step in reversed(self.all_steps()):
             try:
-                return self.restore(step, template)
+                return read(step)
             except Exception as e:
                 if not is_bad_checkpoint(e):
                     raise
@@ -317,6 +336,78 @@ class Checkpointer:
             self.manager.close()
 
 
+def saved_steps(workdir: str | Path) -> list[int]:
+    """The committed checkpoint steps of ``workdir``, ascending ([] where there is none). Opens a
+    reader even where the directory is missing: every process of a multi-host run must open the
+    same managers in the same order (orbax syncs them at each)."""
+    ckpt = Checkpointer(workdir, read_only=True)
+    try:
+        return ckpt.all_steps()
+    finally:
+        ckpt.close()
+
+
+def restore(
+    workdir: str | Path,
+    which: str | int = "latest",
+    template: Any = None,
+    *,
+    report: Callable[[str], None] = log.warning,
+) -> tuple[Any, dict]:
+    """``(state, meta)`` of a checkpoint of ``workdir``, read only.
+
+    ``which``: ``"latest"`` (the newest step that restores: a bad one, see
+    :func:`is_bad_checkpoint`, is reported through ``report`` and the previous one tried),
+    ``"best"`` (the highest validation top-1, of the parameters or of their EMA) or a step number.
+    ``template``: the train state whose tree, shapes, dtypes and shardings the checkpoint fills;
+    None: the saved parameters alone, as a nested dict of numpy arrays, in place of the state (for
+    a model of another size). CheckpointError, naming the saved steps, where there is no
+    checkpoint, no such step, no step with validation metrics, or the chosen step cannot be read
+    into ``template``; any other error propagates.
+    """
+    ckpt = Checkpointer(workdir, read_only=True)
+    try:
+        saved = ckpt.all_steps()
+        if not saved:
+            raise CheckpointError(f"{ckpt.directory} holds no checkpoint")
+        if template is None:
+            read = ckpt._restore_params_and_meta
+        else:
+            read = partial(ckpt.restore, template=template)
+        if which == "latest":
+            return ckpt._newest(read, report)
+        step = _chosen_step(ckpt, which, saved)
+        try:
+            return read(step)
+        except Exception as e:  # noqa: BLE001 - judged by is_bad_checkpoint, else re-raised
+            if not is_bad_checkpoint(e):
+                raise
+            raise CheckpointError(
+                f"checkpoint {ckpt.directory}/{step} cannot be restored (unreadable, or not of the "
+                f"model in {Path(workdir) / CONFIG_FILE}): {type(e).__name__}: {str(e)[:400]}"
+            ) from e
+    finally:
+        ckpt.close()
+
+
+def _chosen_step(ckpt: Checkpointer, which: str | int, saved: list[int]) -> int:
+    if which == "best":
+        step = ckpt.best_step()
+        if step is None:
+            raise CheckpointError(
+                f"no checkpoint under {ckpt.directory} has validation metrics (saved steps: "
+                f"{saved}); take the latest instead"
+            )
+        return step
+    if isinstance(which, bool) or not isinstance(which, int):
+        raise ValueError(f"which checkpoint: 'latest', 'best' or a step number, got {which!r}")
+    if which not in saved:
+        raise CheckpointError(
+            f"step {which} is not among the saved steps {saved} under {ckpt.directory}"
+        )
+    return which
+
+
 def weights_source(source: str) -> str | dict[str, np.ndarray]:
     """What :func:`swinjax.weights.load_pretrained` reads for ``config.init_from``: a swinjax
     workdir (its latest checkpoint) or checkpoint step (``WORKDIR/checkpoints/STEP``) becomes its
@@ -326,11 +417,8 @@ def weights_source(source: str) -> str | dict[str, np.ndarray]:
     if not path.is_dir():
         return source
     workdir, step = resolve(path)
-    ckpt = Checkpointer(workdir, read_only=True)
-    saved = ckpt.all_steps()
-    if not saved or (step is not None and step not in saved):
-        raise CheckpointError(
-            f"init_from={source!r}: no checkpoint {step if step is not None else ''} under "
-            f"{ckpt.directory} (saved steps: {saved})"
-        )
-    return params_to_timm(ckpt.restore_params(step if step is not None else saved[-1]))
+    try:
+        params, _ = restore(workdir, "latest" if step is None else step)
+    except CheckpointError as e:
+        raise CheckpointError(f"init_from={source!r}: {e}") from e
+    return params_to_timm(params)

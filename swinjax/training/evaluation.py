@@ -2,20 +2,34 @@
 
 One implementation for one model and for a population (a state with a leading member axis,
 :mod:`swinjax.training.population`): ``steps.eval_step`` maps over the members itself.
+
+- :func:`evaluate`: loss, top-1 and top-5 of a state's parameters;
+- :func:`evaluate_for_config`: as a run validates and tests: the parameters and their EMA, with
+  the config's test-time augmentation and evaluation batch size (training, sweeps, the benchmark
+  and ``python -m swinjax.eval`` all score through it);
+- :func:`evaluate_checkpoint`: a saved checkpoint of a workdir on one split (``swinjax.eval``).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
 from swinjax import data
 from swinjax.data.batching import padded_batch_size
-from swinjax.training import parallel, population, steps
+from swinjax.errors import CheckpointError, ConfigError
+from swinjax.training import checkpoint, parallel, population, recipe, steps, workdir
+from swinjax.training.setup import setup_run
+
+# The splits of a saved run that ``evaluate_checkpoint`` names by role (other names are split
+# strings of the run's dataset).
+SPLIT_KEYS = {"test": "test_split", "val": "val_split", "train": "train_split"}
 
 
 def evaluate(
@@ -54,17 +68,33 @@ def evaluate(
     return members if state.step.ndim else members[0]
 
 
-def evaluate_with_ema(
+def tta_settings(
+    config: ml_collections.ConfigDict, tta: bool | None = None, tta_shift: int | None = None
+) -> tuple[bool, int]:
+    """``(flip test-time augmentation on, pixels its views move by)``: the config's
+    ``eval_tta`` and ``eval_tta_shift`` where ``tta`` / ``tta_shift`` are None; no move without
+    test-time augmentation."""
+    config_tta, config_shift = recipe.tta(config)
+    tta = config_tta if tta is None else tta
+    return tta, (config_shift if tta_shift is None else tta_shift) if tta else 0
+
+
+def evaluate_for_config(
     state: Any,
     split: data.Split,
-    batch_size: int,
+    config: ml_collections.ConfigDict,
     mesh: Mesh | None = None,
-    tta: bool = False,
-    tta_shift: int = 0,
+    *,
+    tta: bool | None = None,
+    tta_shift: int | None = None,
+    batch_size: int | None = None,
 ) -> dict[str, float] | list[dict[str, float]]:
-    """:func:`evaluate` of the parameters and, where the state keeps an EMA of them
-    (``state.ema_params``), of the EMA too: ``ema_loss``, ``ema_top1``, ``ema_top5`` beside
-    ``loss``, ``top1``, ``top5``."""
+    """:func:`evaluate` as ``config``'s run scores: the parameters and, where the state keeps an
+    EMA of them (``state.ema_params``), the EMA too (``ema_loss``, ``ema_top1``, ``ema_top5``
+    beside ``loss``, ``top1``, ``top5``); test-time augmentation as :func:`tta_settings` gives;
+    batches of ``batch_size``, else ``config.eval_batch_size``, else ``config.batch_size``."""
+    tta, tta_shift = tta_settings(config, tta, tta_shift)
+    batch_size = batch_size or config.eval_batch_size or config.batch_size
     raw = evaluate(state, split, batch_size, mesh, tta, tta_shift)
     if state.ema_params is None:
         return raw
@@ -76,6 +106,55 @@ def evaluate_with_ema(
     if isinstance(raw, list):
         return [merged(r, e) for r, e in zip(raw, ema, strict=True)]
     return merged(raw, ema)
+
+
+def evaluate_checkpoint(
+    path: str | Path,
+    split: str = "test",
+    *,
+    data_dir: str | None = None,
+    best: bool = False,
+    batch_size: int | None = None,
+    tta: bool = False,
+    tta_shift: int | None = None,
+) -> dict[str, Any]:
+    """Scores a saved checkpoint on ``split``; returns what ``python -m swinjax.eval`` prints.
+
+    ``path``: a training workdir (its latest checkpoint, or with ``best`` the best by validation
+    top-1) or one checkpoint step (``WORKDIR/checkpoints/STEP``); the config saved there rebuilds
+    the model. ``split``: ``test``, ``val``, ``train`` (the run's splits) or a split string of its
+    dataset. ``tta``: flip test-time augmentation, its views moved by ``tta_shift`` pixels (None:
+    the run's ``eval_tta_shift``). The record: ``loss``, ``top1``, ``top5``, ``num_examples``
+    (and ``ema_*`` for a run with an EMA), ``step``, ``split``, ``tta``, ``tta_shift``.
+    """
+    run_dir, step = checkpoint.resolve(Path(path))
+    if best and step is not None:
+        raise CheckpointError("--best takes a workdir, not a checkpoint step")
+    config = checkpoint.load_config(run_dir)
+    config.distributed = False  # scoring runs in one process
+    if data_dir:
+        config.data_dir = data_dir
+    spec = config[SPLIT_KEYS[split]] if split in SPLIT_KEYS else split
+    if not spec:
+        raise ConfigError(
+            f"the run in {run_dir} has no {split} split (config.{SPLIT_KEYS[split]} is empty); "
+            "give a split string of its dataset, e.g. --split 'train[90%:]'"
+        )
+    run = setup_run(config, splits={split: spec}, train=False)
+    workdir.check_classes(run_dir, run.splits[split])
+    which = "best" if best else "latest" if step is None else step
+    state, _ = checkpoint.restore(run_dir, which, run.take_state())
+    tta, tta_shift = tta_settings(config, tta, tta_shift)
+    metrics = evaluate_for_config(
+        state,
+        run.splits[split],
+        config,
+        run.mesh,
+        tta=tta,
+        tta_shift=tta_shift,
+        batch_size=batch_size,
+    )
+    return {**metrics, "step": int(state.step), "split": split, "tta": tta, "tta_shift": tta_shift}
 
 
 def _means(totals_P: dict[str, np.ndarray], i: int, split: data.Split) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """The training loop, written once: ``steps.train_step`` over prefetched batches, epoch after
 epoch, with the metrics of each step fetched one step late (the host never waits on the device),
-periodic actions, and stopping. ``swinjax.train``, ``swinjax.sweep`` and ``swinjax.bench`` all
-run it; what differs between them is what happens at the end of an epoch.
+periodic actions, and stopping. Training (:mod:`.trainer`), sweeps and the benchmark all run it;
+what differs between them is what happens at the end of an epoch (:func:`run_epochs`).
 
     meter = loop.Meter()
     state, step, stopped = loop.train_epoch(state, batches, meter, step=0, stop_step=100)
@@ -136,7 +136,7 @@ class Plan:
     total_steps: int  # <= steps_per_epoch * num_epochs (max_steps)
 
 
-def run(
+def run_epochs(
     state: Any,
     plan: Plan,
     start: Position,

@@ -40,17 +40,31 @@ def plot_history(epochs: Sequence[dict], path: str | Path) -> Path:
 def plot_predictions(
     images_EHWC: np.ndarray,
     labels_E: np.ndarray,
-    predicted_N: np.ndarray,
+    predicted_E: np.ndarray,
     class_names: Sequence[str] | None,
     path: str | Path,
     columns: int = 6,
 ) -> Path:
-    """A grid of images titled "true / predicted" (green when right, red when wrong)."""
+    """A grid of images, each titled with its true class over the predicted one (green when
+    right, red when wrong): :func:`predictions_figure` written to ``path``."""
+    return _save(predictions_figure(images_EHWC, labels_E, predicted_E, class_names, columns), path)
+
+
+def predictions_figure(
+    images_EHWC: np.ndarray,
+    labels_E: np.ndarray,
+    predicted_E: np.ndarray,
+    class_names: Sequence[str] | None,
+    columns: int = 6,
+) -> Figure:
+    """The grid of :func:`plot_predictions`: titles ``"true: cat\npred: dog"``; a class without
+    a name (or ``class_names`` None) shows its number."""
     n = len(images_EHWC)
     rows = max(1, -(-n // columns))
-    fig = Figure(figsize=(1.8 * columns, 2.0 * rows))
+    fig = Figure(figsize=(1.8 * columns, 2.2 * rows))
     axes = fig.subplots(rows, columns, squeeze=False)
-    names = list(class_names) if class_names else None
+    names = list(class_names) if class_names else []
+    name = lambda k: names[k] if k < len(names) else str(k)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= n:
@@ -61,12 +75,13 @@ def plot_predictions(
         ax.imshow(
             img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None
         )
-        true, pred = int(labels_E[i]), int(predicted_N[i])
-        label = lambda k: names[k] if names and k < len(names) else str(k)
+        true, pred = int(labels_E[i]), int(predicted_E[i])
         ax.set_title(
-            f"{label(true)} / {label(pred)}", fontsize=7, color="green" if true == pred else "red"
+            f"true: {name(true)}\npred: {name(pred)}",
+            fontsize=7,
+            color="green" if true == pred else "red",
         )
-    return _save(fig, path)
+    return fig
 
 
 def plot_sweep(results: Sequence[dict], keys: Sequence[str], path: str | Path) -> Path:

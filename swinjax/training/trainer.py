@@ -11,9 +11,11 @@ SIGTERM/SIGINT save a checkpoint at the next step and exit cleanly; in a multi-h
 (``--config.distributed=True``) every process stops and saves at the same step, agreed through
 JAX's preemption sync point. Checkpoints are written in the background while training goes on.
 
-The loop itself is :mod:`swinjax.training.loop` (shared with sweeps and the benchmark); this module
-sets a run up, decides what happens at the end of each epoch (validation, metrics, checkpoint) and
-at the end (plots, test evaluation, sample predictions).
+Set-up is :func:`swinjax.training.setup.setup_run` and the loop :mod:`swinjax.training.loop`
+(both shared with sweeps, the benchmark and evaluation); this module restores or initializes the
+state, opens the workdir's outputs once that has succeeded, and decides what happens at the end of
+each epoch (validation, metrics, checkpoint) and at the end (plots, test evaluation, sample
+predictions). The workdir gets ``config.json`` and ``classes.json`` (the class names).
 """
 
 from __future__ import annotations
@@ -30,34 +32,31 @@ import ml_collections
 from tqdm import tqdm
 
 from swinjax import config as config_lib
-from swinjax import data
-from swinjax.data.batching import check_batch_size
-from swinjax.errors import ConfigError
-from swinjax.training import checkpoint, evaluation, loop, parallel, plots, recipe, writers
-from swinjax.training import state as state_lib
+from swinjax import weights
+from swinjax.training import checkpoint, evaluation, loop, parallel, plots, writers
+from swinjax.training.setup import Run, setup_run
+from swinjax.training.workdir import check_workdir, class_names, save_class_names
 
 
 @dataclasses.dataclass
-class _Run:
-    """What a training run is made of, once set up."""
+class _Outputs:
+    """Where a run writes, opened once set-up has succeeded: checkpoints and metric writers."""
 
-    config: ml_collections.ConfigDict
     workdir: Path
-    mesh: Any
-    splits: dict[str, data.Split]
-    plan: loop.Plan
     ckpt: checkpoint.Checkpointer
     writer: Any
-    main_process: bool
-
-    @property
-    def eval_batch_size(self) -> int:
-        return self.config.eval_batch_size or self.config.batch_size
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
-    """Trains (or resumes) the run in ``workdir``; returns the final metrics."""
-    run, state, start = _set_up(config, Path(workdir))
+    """Trains (or resumes) the run in ``workdir``; returns the final metrics.
+
+    Nothing is written until the run is set up (:func:`swinjax.training.setup.setup_run`), its
+    state restored or loaded from ``init_from``: a command that fails before training leaves the
+    workdir as it was, so the corrected command may use it."""
+    workdir = Path(workdir)
+    run = setup_run(config, checks=[lambda c: _check_workdir(workdir, c)])
+    state, start = _initial_state(run, workdir)
+    out = _open_outputs(run, workdir)
     progress = _Progress(run)
     meter = loop.Meter()
     try:
@@ -65,86 +64,61 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
             def should_stop(step: int) -> str | None:
                 if not stop.enabled:  # multi-host: every process stops at the agreed step
-                    return "preemption" if run.ckpt.reached_preemption(step) else None
+                    return "preemption" if out.ckpt.reached_preemption(step) else None
                 return stop.reason()
 
-            state, pos, reason = loop.run(
+            state, pos, reason = loop.run_epochs(
                 state,
                 run.plan,
                 start,
                 meter,
                 start_epoch=progress.start_epoch,
-                end_epoch=lambda s, p: _end_epoch(run, s, p, meter, progress),
-                actions=_actions(run, meter, progress),
+                end_epoch=lambda s, p: _end_epoch(run, out, s, p, meter, progress),
+                actions=_actions(run, out, meter, progress),
                 should_stop=should_stop,
                 sharding=parallel.batch_sharding(run.mesh),
             )
         progress.close()
         if reason is not None:  # stopped before the plan's end: keep the position
-            _save(run, state, pos)
-        return _finish(run, state, pos, reason)
+            _save(out, state, pos)
+        return _finish(run, out, state, pos, reason)
     finally:
-        run.writer.close()
-        run.ckpt.close()  # waits for a save in flight
+        progress.close()  # the bar's line ends before an error's message
+        out.writer.close()
+        out.ckpt.close()  # waits for a save in flight
 
 
-def _set_up(config: ml_collections.ConfigDict, workdir: Path) -> tuple[_Run, Any, loop.Position]:
-    """Validates everything, loads the data, builds or restores the state. Fails before
-    anything is written if the config, the workdir or the data are wrong."""
-    config_lib.validate_config(config)
-    parallel.initialize_distributed(config.distributed)  # before any device use
-    mesh = parallel.make_mesh()  # every device of every process
-    check_batch_size(config.batch_size, mesh.size)
-    check_workdir(workdir, config)  # a different run in this workdir is an error, not overwritten
-    splits = data.load_splits(
-        config, config_lib.input_size(config)
-    )  # fails here, before compiling, if the dataset is missing
-    train_split = splits["train"]
-    model = config_lib.build_model(config, train_split)
-    steps_per_epoch, total_steps = config_lib.training_steps(config, train_split)
-    plan = loop.Plan(
-        train_split,
-        config.batch_size,
-        config.seed,
-        steps_per_epoch,
-        config.num_epochs,
-        total_steps,
+def _check_workdir(workdir: Path, config: ml_collections.ConfigDict) -> None:
+    """A different run in this workdir is an error, not overwritten (only
+    :data:`swinjax.config.RESUMABLE` keys may differ)."""
+    check_workdir(
+        workdir,
+        config,
+        config_lib.saved_config(workdir / checkpoint.CONFIG_FILE),
+        ignore=config_lib.RESUMABLE,
+        holds="a run with a different config",
+        fix="use a new --workdir, or the same config to resume it",
     )
-    main_process = parallel.is_main_process()
+
+
+def _open_outputs(run: Run, workdir: Path) -> _Outputs:
+    """The workdir with the run's config and class names, its checkpoint directory and writers."""
     workdir.mkdir(parents=True, exist_ok=True)
-    if main_process:
-        checkpoint.save_config(workdir, config)
-    state = state_lib.create_train_state(config, model, steps_per_epoch=steps_per_epoch)
-    state = parallel.replicate(state, mesh)  # restored checkpoints take the template's sharding
-    ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints)
-    writer = writers.create_writer(workdir, enabled=main_process)
-    run = _Run(config, workdir, mesh, splits, plan, ckpt, writer, main_process)
-    state, start = _restore(run, state)
-    return run, state, start
+    if run.main_process:
+        checkpoint.save_config(workdir, run.config)
+        save_class_names(workdir, class_names(run.splits["train"]))
+    ckpt = checkpoint.Checkpointer(workdir, keep=run.config.keep_checkpoints)
+    return _Outputs(workdir, ckpt, writers.create_writer(workdir, enabled=run.main_process))
 
 
-def check_workdir(workdir: Path, config: ml_collections.ConfigDict) -> None:
-    """Refuses a path that is not a directory, or a workdir holding another run's config
-    (only :data:`swinjax.config.RESUMABLE` keys may differ); nothing there is overwritten."""
-    if workdir.exists() and not workdir.is_dir():
-        raise ConfigError(f"--workdir {workdir} exists and is not a directory; pick another path")
-    old = config_lib.saved_config(workdir / checkpoint.CONFIG_FILE)
-    diff = config_lib.diff_configs(old, config, config_lib.RESUMABLE) if old else {}
-    if diff:
-        raise ConfigError(
-            f"--workdir {workdir} holds a run with a different config "
-            f"({config_lib.describe_diff(diff)}); use a new --workdir, or the same config to "
-            "resume it"
-        )
-
-
-def _restore(run: _Run, state: Any) -> tuple[Any, loop.Position]:
-    """The latest checkpoint's state and position, or ``state`` at the start; a changed run
-    length re-plans the schedule (``hparams["total_steps"]``) from the current step on."""
-    restored = run.ckpt.restore_latest(state, report=tqdm.write)
-    if restored is None:  # a new run; only then does init_from apply (never on a resume)
+def _initial_state(run: Run, workdir: Path) -> tuple[Any, loop.Position]:
+    """The latest checkpoint's state and position, or the new run's state at the start (with
+    ``init_from``'s weights); a changed run length re-plans the schedule
+    (``hparams["total_steps"]``) from the current step on. Reads only."""
+    state = run.take_state()
+    if not checkpoint.saved_steps(workdir):  # a new run: only then does init_from apply
         return (_init_from(run, state) if run.config.init_from else state), loop.Position()
-    state, meta = restored
+    state, meta = checkpoint.restore(workdir, "latest", state, report=tqdm.write)
     step = int(jax.device_get(state.step))
     tqdm.write(f"resumed from step {step} (epoch {meta['epoch']}, batch {meta['epoch_step']})")
     planned = run.plan.steps_per_epoch * run.plan.num_epochs
@@ -160,11 +134,9 @@ def _restore(run: _Run, state: Any) -> tuple[Any, loop.Position]:
     return state, loop.Position(step, meta["epoch"], meta["epoch_step"])
 
 
-def _init_from(run: _Run, state: Any) -> Any:
+def _init_from(run: Run, state: Any) -> Any:
     """``state`` with the parameters of ``config.init_from``, adapted to the model; prints what
     was loaded, resized, re-initialised and left unused."""
-    from swinjax import weights
-
     source = checkpoint.weights_source(run.config.init_from)
     params, report = weights.load_pretrained(
         source,
@@ -178,42 +150,37 @@ def _init_from(run: _Run, state: Any) -> Any:
     return state.replace(params=parallel.replicate(params, run.mesh))
 
 
-def _end_epoch(run: _Run, state: Any, pos: loop.Position, meter: loop.Meter, progress: Any) -> bool:
+def _end_epoch(
+    run: Run, out: _Outputs, state: Any, pos: loop.Position, meter: loop.Meter, progress: Any
+) -> bool:
     """Validation, the epoch's metrics, a checkpoint at the configured cadence."""
     progress.end_epoch()
     record = {f"train_{k}": v for k, v in meter.means().items() if k != "learning_rate"}
     record["epoch_seconds"] = progress.epoch_seconds
     if "val" in run.splits:
         t0 = time.perf_counter()
-        val = _evaluate(run, state, "val")
+        val = evaluation.evaluate_for_config(state, run.splits["val"], run.config, run.mesh)
         record.update({f"val_{k}": v for k, v in val.items() if k != "num_examples"})
         record["val_seconds"] = time.perf_counter() - t0
     record["epoch"] = pos.epoch
-    run.writer.write_scalars(pos.step, writers.with_kind("epoch", record))
+    out.writer.write_scalars(pos.step, writers.with_kind("epoch", record))
     if run.main_process:
         tqdm.write(f"epoch {pos.epoch}: {json.dumps({k: round(v, 4) for k, v in record.items()})}")
     last = pos.epoch >= run.plan.num_epochs or pos.step >= run.plan.total_steps
     if last or pos.epoch % run.config.checkpoint_every_epochs == 0:
         best = {k: record[k] for k in checkpoint.BEST_METRICS if k in record} or None
-        _save(run, state, pos, best)
+        _save(out, state, pos, best)
     return False
 
 
-def _evaluate(run: _Run, state: Any, split: str) -> dict[str, float]:
-    """``split`` scored with the parameters and, where there is one, their EMA (``ema_*``),
-    with test-time augmentation where ``config.eval_tta`` (translated views: ``eval_tta_shift``)."""
-    tta, shift = recipe.tta(run.config)
-    return evaluation.evaluate_with_ema(
-        state, run.splits[split], run.eval_batch_size, run.mesh, tta=tta, tta_shift=shift
-    )
-
-
-def _save(run: _Run, state: Any, pos: loop.Position, metrics: dict | None = None) -> None:
+def _save(out: _Outputs, state: Any, pos: loop.Position, metrics: dict | None = None) -> None:
     meta = {"epoch": pos.epoch, "epoch_step": pos.epoch_step}
-    run.ckpt.save(pos.step, state, meta, metrics)
+    out.ckpt.save(pos.step, state, meta, metrics)
 
 
-def _finish(run: _Run, state: Any, pos: loop.Position, reason: str | None) -> dict[str, Any]:
+def _finish(
+    run: Run, out: _Outputs, state: Any, pos: loop.Position, reason: str | None
+) -> dict[str, Any]:
     """The result; at the end of the plan also the history plot, test score and samples."""
     if reason is None and run.config.max_steps and pos.step >= run.config.max_steps:
         reason = "max_steps"
@@ -221,20 +188,21 @@ def _finish(run: _Run, state: Any, pos: loop.Position, reason: str | None) -> di
     if reason not in (None, "max_steps"):
         tqdm.write(f"stopped by {reason} at step {pos.step}; re-run the same command to resume")
         return result
-    run.writer.flush()
-    history = writers.read_records(run.workdir, "epoch") if run.main_process else []
+    out.writer.flush()
+    history = writers.read_records(out.workdir, "epoch") if run.main_process else []
     if history:
-        plots.plot_history(history, run.workdir / "history.png")
+        plots.plot_history(history, out.workdir / "history.png")
     if "test" in run.splits:
-        test = _evaluate(run, state, "test")
-        run.writer.write_scalars(pos.step, writers.with_kind("test", test))
+        test_split = run.splits["test"]
+        test = evaluation.evaluate_for_config(state, test_split, run.config, run.mesh)
+        out.writer.write_scalars(pos.step, writers.with_kind("test", test))
         result["test"] = test
         images, labels, predicted = evaluation.predict_samples(  # every process: SPMD
-            state, run.splits["test"], run.config.num_sample_images
+            state, test_split, run.config.num_sample_images
         )
         if run.main_process:
-            path = run.workdir / "test_samples.png"
-            plots.plot_predictions(images, labels, predicted, run.splits["test"].class_names, path)
+            path = out.workdir / "test_samples.png"
+            plots.plot_predictions(images, labels, predicted, class_names(test_split), path)
     return result
 
 
@@ -244,7 +212,7 @@ def _finish(run: _Run, state: Any, pos: loop.Position, reason: str | None) -> di
 class _Progress:
     """A tqdm bar per epoch (loss, top-1, images/s), and the epoch's wall time."""
 
-    def __init__(self, run: _Run) -> None:
+    def __init__(self, run: Run) -> None:
         self.run = run
         self.bar: tqdm | None = None
         self.t0 = time.perf_counter()
@@ -283,20 +251,20 @@ class _Progress:
             self.bar = None
 
 
-def _actions(run: _Run, meter: loop.Meter, progress: _Progress) -> list:
+def _actions(run: Run, out: _Outputs, meter: loop.Meter, progress: _Progress) -> list:
     """After each fetched step: the progress bar; every ``log_every_steps`` the step's metrics;
     every minute clu's steps/s and ETA report."""
     from clu import periodic_actions
 
     def log_step(step: int, t: float) -> None:
         values = {k: float(v[0]) for k, v in meter.last.items()}
-        run.writer.write_scalars(step, writers.with_kind("train_step", values))
+        out.writer.write_scalars(step, writers.with_kind("train_step", values))
 
     every = run.config.log_every_steps
     return [
         lambda step: progress(meter),
         periodic_actions.PeriodicCallback(every_steps=every, callback_fn=log_step),
-        periodic_actions.ReportProgress(num_train_steps=run.plan.total_steps, writer=run.writer),
+        periodic_actions.ReportProgress(num_train_steps=run.plan.total_steps, writer=out.writer),
     ]
 
 

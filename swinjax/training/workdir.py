@@ -1,0 +1,80 @@
+"""What a workdir holds beside its checkpoints, and whether a new run may use it.
+
+A training workdir holds ``config.json`` (:func:`swinjax.training.checkpoint.save_config`) and
+``classes.json``: the class names of the training split, in label order, so that what reads the
+workdir later (evaluation, a prediction) can name the classes. A sweep's workdir holds its own
+config file (:mod:`swinjax.sweeps.runner`). :func:`check_workdir` is the one check that a
+workdir may take a run: nothing in it is overwritten by a run of another config.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence, Set
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+from swinjax import config as config_lib
+from swinjax.errors import ConfigError
+
+CLASSES_FILE = "classes.json"
+
+
+def check_workdir(
+    workdir: Path,
+    config: ml_collections.ConfigDict | dict,
+    saved: dict[str, Any] | None,
+    *,
+    ignore: Set[str],
+    holds: str,
+    fix: str,
+) -> None:
+    """Refuses a ``workdir`` that exists and is not a directory, or whose ``saved`` config (None:
+    it has none) differs from ``config`` in a key outside ``ignore``; the message says that it
+    ``holds`` another run, the keys that differ, and the ``fix``."""
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError(f"--workdir {workdir} exists and is not a directory; pick another path")
+    diff = config_lib.diff_configs(saved, config, ignore) if saved is not None else {}
+    if diff:
+        raise ConfigError(
+            f"--workdir {workdir} holds {holds} ({config_lib.describe_diff(diff)}); {fix}"
+        )
+
+
+def class_names(split: Any) -> tuple[str, ...]:
+    """The names of ``split``'s classes, label 0 first; the label numbers where the dataset names
+    none."""
+    return tuple(split.class_names) or tuple(str(k) for k in range(split.num_classes))
+
+
+def save_class_names(workdir: Path, names: Sequence[str]) -> None:
+    """Writes ``WORKDIR/classes.json``: the names of the classes, label 0 first."""
+    path = Path(workdir) / CLASSES_FILE
+    path.write_text(json.dumps(list(names), indent=1) + "\n")
+
+
+def load_class_names(workdir: Path) -> tuple[str, ...] | None:
+    """The class names saved in ``workdir``; None where it has none (a workdir written before
+    they were saved)."""
+    path = Path(workdir) / CLASSES_FILE
+    return tuple(json.loads(path.read_text())) if path.is_file() else None
+
+
+def check_classes(workdir: Path, split: Any) -> None:
+    """Refuses to score ``split`` with the model of ``workdir`` where their classes differ (the
+    class names saved there, where there are any, against the split's)."""
+    saved = load_class_names(workdir)
+    names = class_names(split)
+    if saved is None or saved == names:
+        return
+    pairs = enumerate(zip(saved, names, strict=False))  # the common classes; counts said apart
+    differ = [f"class {k} is {b!r} here, {a!r} there" for k, (a, b) in pairs if a != b]
+    if len(saved) != len(names):
+        differ.insert(0, f"{len(names)} classes here, {len(saved)} there")
+    raise ConfigError(
+        f"{split.name} does not have the classes the model in {workdir} was trained on "
+        f"({CLASSES_FILE}): {'; '.join(differ[:5])}; score it on the dataset (and "
+        "config.classes) it was trained with"
+    )
