@@ -8,7 +8,7 @@ WORKDIR ?= workdirs/$(basename $(notdir $(CONFIG)))
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test lint train eval demo finetune-demo bench golden clean presets sweep
+.PHONY: install test lint train eval demo finetune-demo bench golden clean presets sweep peers
 
 install: $(STAMP)
 
@@ -60,11 +60,32 @@ finetune-demo: install
 bench: install
 	$(PY) -m swinjax.bench --config $(CONFIG) $(ARGS)
 
+# timm and the Keras example live in virtual environments of their own, never in .venv.
+TIMM_PACKAGES  := torch==2.14.1 torchvision==0.29.1 timm==1.0.31 numpy
+KERAS_PACKAGES := keras==3.15.1 jax==0.10.2 numpy
+
 # Regenerates tests/golden/*.npz from timm (needs torch + timm, installed into .venv-timm).
 golden:
 	test -x .venv-timm/bin/python || $(PYTHON) -m venv .venv-timm
-	.venv-timm/bin/pip install -q torch==2.14.1 torchvision==0.29.1 timm==1.0.31 numpy
+	.venv-timm/bin/pip install -q $(TIMM_PACKAGES)
 	.venv-timm/bin/python tools/make_golden.py --out tests/golden
+
+# The peer benchmarks (benchmarks/peers/README.md): the Keras example's Swin (.venv-peer) and
+# timm's (.venv-timm), training images/s. Compare with `make bench` run alternately, same session.
+peers: .venv-peer/.installed .venv-timm/.installed
+	KERAS_BACKEND=jax .venv-peer/bin/python benchmarks/peers/keras_swin.py --steps 30
+	.venv-timm/bin/python benchmarks/peers/timm_swin.py cifar_s_32 --steps 8
+	.venv-timm/bin/python benchmarks/peers/timm_swin.py swin_t_224 --steps 4
+
+.venv-peer/.installed:
+	test -x .venv-peer/bin/python || $(PYTHON) -m venv .venv-peer
+	.venv-peer/bin/pip install -q $(KERAS_PACKAGES)
+	touch $@
+
+.venv-timm/.installed:
+	test -x .venv-timm/bin/python || $(PYTHON) -m venv .venv-timm
+	.venv-timm/bin/pip install -q $(TIMM_PACKAGES)
+	touch $@
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
