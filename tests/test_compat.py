@@ -106,9 +106,9 @@ def test_load_config_and_resume_check_read_upgraded_configs(old_workdir) -> None
     del saved["eval_tta_shift"]
     path.write_text(json.dumps(saved))
     assert checkpoint.load_config(old_workdir).eval_tta_shift == 0
-    trainer.check_workdir(old_workdir, _fixture_config(num_epochs=3))  # only RESUMABLE differs
+    trainer.check_run_workdir(old_workdir, _fixture_config(num_epochs=3))  # only RESUMABLE differs
     with pytest.raises(ValueError, match=r"eval_tta_shift: 0 -> 1"):
-        trainer.check_workdir(old_workdir, _fixture_config(eval_tta=True, eval_tta_shift=1))
+        trainer.check_run_workdir(old_workdir, _fixture_config(eval_tta=True, eval_tta_shift=1))
 
 
 def test_a_sweeps_saved_base_is_upgraded(tmp_path) -> None:
@@ -169,3 +169,30 @@ def test_old_workdir_fine_tunes(old_workdir, tmp_path, capsys) -> None:
 def _params(workdir):
     ckpt = checkpoint.Checkpointer(workdir, read_only=True)
     return traverse_util.flatten_dict(ckpt.restore_params(ckpt.all_steps()[-1]))
+
+
+def test_a_hyperparameter_added_since_takes_the_template_value(old_workdir) -> None:
+    """A float32 hyperparameter added to the key table after a checkpoint was written: the
+    checkpoint restores, the new entry from the template (the upgraded config's value), every
+    other leaf from disk."""
+    import jax.numpy as jnp
+
+    from swinjax import data
+    from swinjax.training.state import create_train_state
+
+    config = checkpoint.load_config(old_workdir)
+    split = data.load_split(config, config.train_split)
+    model = config_lib.build_model(config, split)
+    template = create_train_state(config, model, steps_per_epoch=16)
+    grown = template.replace(hparams={**template.hparams, "a_new_hparam": jnp.float32(0.25)})
+    ckpt = checkpoint.Checkpointer(old_workdir, read_only=True)
+    state, meta = ckpt.restore(32, grown)
+    saved, _ = ckpt.restore(32, template)
+    assert int(state.step) == 32 and meta == {"epoch": 2, "epoch_step": 0}
+    assert float(state.hparams["a_new_hparam"]) == 0.25
+    assert set(state.hparams) == set(saved.hparams) | {"a_new_hparam"}
+    for key, value in saved.hparams.items():
+        assert float(state.hparams[key]) == float(value), key
+    np.testing.assert_array_equal(
+        state.params["head"]["fc"]["kernel"], saved.params["head"]["fc"]["kernel"]
+    )

@@ -200,6 +200,25 @@ def test_rerun_skips_finished_points_and_runs_only_new_ones(tmp_path, monkeypatc
     assert [r["point"]["learning_rate"] for r in _lines(tmp_path)] == [1e-3, 3e-3, 1e-2]
 
 
+def test_finished_points_are_recognised_after_a_key_is_added(tmp_path, monkeypatch) -> None:
+    """A record carries its config: written by a release that lacked a key (simulated by taking
+    the key out of the records), its point is still recognised as finished, the key taking the
+    value the upgrade gives it; a record without a config keeps its written digest."""
+    runner.run_sweep(_config(), tmp_path, log=lambda _: None)
+    records = _lines(tmp_path)
+    assert all(r["config_digest"] == runner.config_digest(r["config"]) for r in records)
+    older = []
+    for r in records:
+        r["config"].pop("ema_decay")  # as if the key did not exist yet
+        r["config_digest"] = "written-before"
+        older.append(r)
+    older[1].pop("config")  # a record of a release that wrote no config
+    (tmp_path / runner.RESULTS_FILE).write_text("".join(json.dumps(r) + "\n" for r in older))
+    calls = _spy_train_points(monkeypatch)
+    runner.run_sweep(_config(), tmp_path, log=lambda _: None)
+    assert calls == [[{"learning_rate": 3e-3}]]  # the record without a config trains again
+
+
 def test_a_workdir_of_another_base_config_is_refused(tmp_path, monkeypatch) -> None:
     runner.run_sweep(_config({"learning_rate": [1e-3]}), tmp_path)
     with pytest.raises(ValueError, match=r"different base config \(weight_decay: 0.0001 -> 0.05\)"):

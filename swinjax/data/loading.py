@@ -50,7 +50,7 @@ def load_splits(
 ) -> dict[str, Split]:
     """``train`` always; ``val`` and ``test`` where their split strings are not empty."""
     splits = {"train": load_split(config, config.train_split, image_size)}
-    for key, spec in (("val", config.get("val_split")), ("test", config.get("test_split"))):
+    for key, spec in (("val", config.val_split), ("test", config.test_split)):
         if spec:
             splits[key] = load_split(config, spec, image_size)
     return splits

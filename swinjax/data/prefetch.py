@@ -28,6 +28,9 @@ def prefetch_to_device(
     ready: queue.Queue = queue.Queue(maxsize=size)
     stop = threading.Event()
     end = object()
+    # Bound now: a generator left open is closed by the garbage collector, possibly while the
+    # interpreter shuts down and module globals (``queue``) are already gone.
+    empty = queue.Empty
 
     def produce() -> None:
         try:
@@ -67,6 +70,6 @@ def prefetch_to_device(
         while True:  # unblock a producer waiting on a full queue
             try:
                 ready.get_nowait()
-            except queue.Empty:
+            except empty:
                 break
         thread.join(timeout=10)

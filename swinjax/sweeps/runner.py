@@ -66,7 +66,7 @@ def run_sweep(
     _check_workdir(workdir, base, keys)
 
     digests = [config_digest(search.point_config(base, p)) for p in points]
-    done = {r["config_digest"]: r for r in read_results(workdir)}
+    done = {_record_digest(r): r for r in read_results(workdir)}
     todo = [p for p, d in zip(points, digests, strict=True) if d not in done]
     finished = len(points) - len(todo)
     if finished:
@@ -130,7 +130,7 @@ def train_points(
     seconds = time.perf_counter() - t0
     results = []
     for m, c, diverged in zip(members, configs, meter.diverged_at, strict=True):
-        result = m.result(pos.step, seconds, execution, len(points), config_digest(c), diverged)
+        result = m.result(pos.step, seconds, execution, len(points), _fingerprint(c), diverged)
         results.append(result)
         log(
             f"{_format_point(m.point)}: {result['status']}, best val top-1 "
@@ -167,7 +167,13 @@ class _Member:
         self.history.append(record)
 
     def result(
-        self, step: int, seconds: float, execution: str, size: int, digest: str, diverged_at: Any
+        self,
+        step: int,
+        seconds: float,
+        execution: str,
+        size: int,
+        fingerprint: dict[str, Any],
+        diverged_at: Any,
     ) -> dict[str, Any]:
         best = max(self.history, key=lambda r: r["val_top1"], default={})  # earliest of ties
         last = self.history[-1] if self.history and diverged_at is None else {}
@@ -184,8 +190,9 @@ class _Member:
             "seconds": seconds,
             "execution": execution,
             "population_size": size,
-            "config_digest": digest,
+            "config_digest": _digest(fingerprint),
             "history": self.history,
+            "config": fingerprint,
         }
 
 
@@ -196,17 +203,36 @@ def _chunks(points: list[search.Point], size: int) -> list[list[search.Point]]:
 # ------------------------------------------------------------------------------ the workdir
 
 
-def config_digest(config: ml_collections.ConfigDict) -> str:
-    """A fingerprint of everything that shapes a point's result (``SWEEP_IGNORED`` left out)."""
+def config_digest(config: ml_collections.ConfigDict | dict) -> str:
+    """A digest of everything that shapes a point's result (``SWEEP_IGNORED`` left out)."""
+    return _digest(_fingerprint(config))
+
+
+def _fingerprint(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
+    """The flat config without the keys a sweep ignores: what a point's result depends on."""
     flat = config_lib.flatten(config)
-    kept = {k: v for k, v in flat.items() if k.split(".")[0] not in config_lib.SWEEP_IGNORED}
-    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
+    return {k: v for k, v in flat.items() if k.split(".")[0] not in config_lib.SWEEP_IGNORED}
+
+
+def _digest(fingerprint: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _record_digest(record: dict[str, Any]) -> str:
+    """The digest a finished point is recognised by. A record that carries its config is
+    digested anew after bringing the config forward (a key added since takes the value its
+    release ran with), so points finished by an older release are not trained again; an older
+    record without one keeps the digest it was written with."""
+    if "config" not in record:
+        return record["config_digest"]
+    saved = config_lib.unflatten(record["config"])
+    return config_digest(config_lib.upgrade_saved_config(saved))
 
 
 def _check_workdir(workdir: Path, base: ml_collections.ConfigDict, keys: list[str]) -> None:
     """Refuses a workdir that is not a directory, or holds a sweep over another base config
     (keys the new sweep varies, and ``config.SWEEP_IGNORED``, may differ)."""
-    saved = _saved_sweep(workdir)
+    saved = config_lib.saved_config(workdir / CONFIG_FILE)  # its base brought forward
     check_workdir(
         workdir,
         base,
@@ -217,13 +243,6 @@ def _check_workdir(workdir: Path, base: ml_collections.ConfigDict, keys: list[st
     )
     if saved is None and (workdir / RESULTS_FILE).exists():
         raise ConfigError(f"--workdir {workdir} has {RESULTS_FILE} but no {CONFIG_FILE}")
-
-
-def _saved_sweep(workdir: Path) -> dict[str, Any] | None:
-    """``{"base": flat base config, "sweep": the sweep section}`` of ``workdir``; None where it
-    holds none."""
-    path = workdir / CONFIG_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _save_sweep_config(

@@ -104,7 +104,7 @@ def _set_up(config: ml_collections.ConfigDict) -> tuple[Run, str]:
     the dataset, or a synthetic stand-in where it is not prepared."""
     try:
         splits = {"train": config.train_split}
-        if config.get("val_split"):
+        if config.val_split:
             splits["val"] = config.val_split
         run = setup_run(config, splits=splits)
         source = config.dataset

@@ -63,6 +63,7 @@ from swinjax.weights import params_to_timm
 log = logging.getLogger(__name__)
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
+STATE_ITEM = "state"  # the train state's item (folder) in a checkpoint step
 BEST_METRIC = "val_top1"
 # The best checkpoint is the one with the highest of these (the EMA's where it is better).
 BEST_METRICS = (BEST_METRIC, "val_ema_top1")
@@ -272,16 +273,41 @@ class Checkpointer:
 
     def restore(self, step: int, template: Any) -> tuple[Any, dict]:
         """(state, meta) at ``step``; ``template`` gives the tree structure, shapes, dtypes and
-        shardings. Raises what orbax raises (see :func:`is_bad_checkpoint`)."""
+        shardings. Raises what orbax raises (see :func:`is_bad_checkpoint`).
+
+        A hyperparameter of the template that the checkpoint lacks (one added to the key table
+        after the checkpoint was written) takes the template's value, which the config, brought
+        forward by ``config.upgrade_saved_config``, set to what the older release ran with."""
         self.wait_until_finished()
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _to_storable(template))
+        storable = _to_storable(template)
+        added = self._hparams_not_saved(step, storable["hparams"])
+        saved_hparams = {k: v for k, v in storable["hparams"].items() if k not in added}
+        abstract = jax.tree.map(
+            ocp.utils.to_shape_dtype_struct, {**storable, "hparams": saved_hparams}
+        )
         restored = self.manager.restore(
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
             ),
         )
-        return _from_storable(template, restored["state"]), dict(restored["meta"])
+        state = dict(restored["state"])
+        state["hparams"] = {**state["hparams"], **{k: storable["hparams"][k] for k in added}}
+        return _from_storable(template, state), dict(restored["meta"])
+
+    def _hparams_not_saved(self, step: int, hparams: dict) -> set[str]:
+        """The names in ``hparams`` that checkpoint ``step`` does not hold (none where its
+        metadata cannot be read: the restore then reports the checkpoint as it is)."""
+        try:
+            saved = ocp.StandardCheckpointHandler().metadata(
+                self.manager.directory / str(step) / STATE_ITEM
+            )
+            on_disk = set(saved["hparams"].keys())
+        except Exception as e:  # noqa: BLE001 - judged by is_bad_checkpoint, else re-raised
+            if not is_bad_checkpoint(e):
+                raise
+            return set()
+        return set(hparams) - on_disk
 
     def restore_params(self, step: int) -> dict:
         """The parameters saved at ``step``, as a nested dict of numpy arrays, without a template

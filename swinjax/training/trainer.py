@@ -54,7 +54,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     state restored or loaded from ``init_from``: a command that fails before training leaves the
     workdir as it was, so the corrected command may use it."""
     workdir = Path(workdir)
-    run = setup_run(config, checks=[lambda c: _check_workdir(workdir, c)])
+    run = setup_run(config, checks=[lambda c: check_run_workdir(workdir, c)])
     state, start = _initial_state(run, workdir)
     out = _open_outputs(run, workdir)
     progress = _Progress(run)
@@ -88,7 +88,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         out.ckpt.close()  # waits for a save in flight
 
 
-def _check_workdir(workdir: Path, config: ml_collections.ConfigDict) -> None:
+def check_run_workdir(workdir: Path, config: ml_collections.ConfigDict) -> None:
     """A different run in this workdir is an error, not overwritten (only
     :data:`swinjax.config.RESUMABLE` keys may differ)."""
     check_workdir(
