@@ -4,7 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= experiments/keras_example.py
-WORKDIR ?= workdirs/$(basename $(notdir $(CONFIG)))
+# A config file's name, with its variant: experiments/cifar_strong.py:sweep -> cifar_strong_sweep.
+run_name = $(subst :,_,$(subst .py,,$(notdir $(1))))
+WORKDIR ?= workdirs/$(call run_name,$(CONFIG))
 ARGS   ?=
 PYTEST_ARGS ?=
 
@@ -24,8 +26,8 @@ test: install
 
 # Style, then the layer contract of pyproject.toml ([tool.importlinter]: imports go down only).
 lint: install
-	$(VENV)/bin/ruff check swinjax tests experiments tools
-	$(VENV)/bin/ruff format --check swinjax tests experiments tools
+	$(VENV)/bin/ruff check swinjax tests experiments tools benchmarks
+	$(VENV)/bin/ruff format --check swinjax tests experiments tools benchmarks
 	$(VENV)/bin/lint-imports --no-cache
 
 presets: install
@@ -37,7 +39,7 @@ train: install
 # A hyperparameter sweep: make sweep [CONFIG=experiments/SWEEP.py] [WORKDIR=...] [ARGS=...];
 # without CONFIG, the one-minute offline demo (experiments/sweep_demo.py -> workdirs/sweep_demo).
 SWEEP_CONFIG  := $(if $(filter file,$(origin CONFIG)),experiments/sweep_demo.py,$(CONFIG))
-SWEEP_WORKDIR := $(if $(filter file,$(origin WORKDIR)),workdirs/$(basename $(notdir $(SWEEP_CONFIG))),$(WORKDIR))
+SWEEP_WORKDIR := $(if $(filter file,$(origin WORKDIR)),workdirs/$(call run_name,$(SWEEP_CONFIG)),$(WORKDIR))
 sweep: install
 	$(PY) -m swinjax.sweep --config $(SWEEP_CONFIG) --workdir $(SWEEP_WORKDIR) $(ARGS)
 

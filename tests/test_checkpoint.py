@@ -25,6 +25,7 @@ from swinjax import data, errors
 from swinjax.config import build_model
 from swinjax.training import checkpoint, steps
 from swinjax.training import state as state_lib
+from swinjax.training import workdir as workdir_lib
 from tests.conftest import REPO, make_tiny_config
 
 TMP_SUFFIX = ".orbax-checkpoint-tmp"
@@ -45,7 +46,7 @@ def _assert_bitwise_equal(a: list[np.ndarray], b: list[np.ndarray]) -> None:
 
 
 def _tmp_dirs(workdir: Path) -> list[Path]:
-    ckpts = workdir / checkpoint.CHECKPOINT_DIR
+    ckpts = workdir / workdir_lib.CHECKPOINT_DIR
     return sorted(p for p in ckpts.glob(f"*{TMP_SUFFIX}*")) if ckpts.is_dir() else []
 
 
@@ -221,10 +222,10 @@ def test_bad_latest_checkpoint_falls_back(name, saved_runs, tmp_path) -> None:
     good, other, template = saved_runs
     corrupt, chain = CORRUPTIONS[name]
     shutil.copytree(good, tmp_path, dirs_exist_ok=True)
-    step_dir = tmp_path / checkpoint.CHECKPOINT_DIR / "2"
+    step_dir = tmp_path / workdir_lib.CHECKPOINT_DIR / "2"
     if corrupt is None:  # a checkpoint of another tree in place of step 2
         shutil.rmtree(step_dir)
-        shutil.copytree(other / checkpoint.CHECKPOINT_DIR / "2", step_dir)
+        shutil.copytree(other / workdir_lib.CHECKPOINT_DIR / "2", step_dir)
     else:
         corrupt(step_dir)
     ckpt = checkpoint.Checkpointer(tmp_path, read_only=True)
@@ -320,9 +321,9 @@ def test_restore_names_what_is_missing_or_does_not_fit(saved_runs, tmp_path) -> 
         checkpoint.restore(tmp_path, "latest", template)
     assert checkpoint.saved_steps(tmp_path / "absent") == []
     assert list(tmp_path.iterdir()) == []  # readers create nothing
-    timm = checkpoint.weights_source(str(good / checkpoint.CHECKPOINT_DIR / "1"))
+    timm = checkpoint.weights_source(str(good / workdir_lib.CHECKPOINT_DIR / "1"))
     assert "patch_embed.proj.weight" in timm  # a step's parameters, in timm's layout
-    (tmp_path / checkpoint.CONFIG_FILE).write_text("{}")  # a workdir whose run saved nothing
+    (tmp_path / workdir_lib.CONFIG_FILE).write_text("{}")  # a workdir whose run saved nothing
     with pytest.raises(errors.CheckpointError, match=r"init_from='.*': .* holds no checkpoint"):
         checkpoint.weights_source(str(tmp_path))
 
@@ -363,7 +364,7 @@ class _Launch:
         self.workdir, self.log = workdir, log
         metrics = workdir / "metrics.jsonl"
         self.metrics_offset = metrics.stat().st_size if metrics.exists() else 0
-        config = workdir / checkpoint.CONFIG_FILE
+        config = workdir / workdir_lib.CONFIG_FILE
         self.config_mtime = config.stat().st_mtime_ns if config.exists() else -1
         self.started_ns = time.time_ns()
         cmd = [sys.executable, "-m", "swinjax.train", "--config", str(REPO / "experiments/demo.py")]
@@ -394,7 +395,7 @@ class _Launch:
         return [r for r in rows if r["kind"] == kind]
 
     def config_written(self) -> bool:
-        config = self.workdir / checkpoint.CONFIG_FILE
+        config = self.workdir / workdir_lib.CONFIG_FILE
         return config.exists() and config.stat().st_mtime_ns != self.config_mtime
 
     def new_tmp_dirs(self) -> list[Path]:
@@ -479,7 +480,7 @@ def test_kill9_at_random_moments_then_resume_equals_uninterrupted(tmp_path) -> N
             pytest.fail(f"{kill.__name__}: missed its moment 3 times")
     _Launch(workdir, tmp_path / "final.log").finish()
     assert not _tmp_dirs(workdir)
-    template = _template(checkpoint.load_config(reference))
+    template = _template(workdir_lib.load_config(reference))
     reports = []
     a, meta_a = checkpoint.Checkpointer(reference, read_only=True).restore_latest(template)
     b, meta_b = checkpoint.Checkpointer(workdir, read_only=True).restore_latest(

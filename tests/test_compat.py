@@ -24,6 +24,7 @@ from flax import traverse_util
 
 from swinjax import config as config_lib
 from swinjax.training import checkpoint
+from swinjax.training import workdir as workdir_lib
 from tests.conftest import REPO, make_tiny_config
 
 FIXTURES = REPO / "tests" / "fixtures"
@@ -105,7 +106,7 @@ def test_load_config_and_resume_check_read_upgraded_configs(old_workdir) -> None
     saved = json.loads(path.read_text())
     del saved["eval_tta_shift"]
     path.write_text(json.dumps(saved))
-    assert checkpoint.load_config(old_workdir).eval_tta_shift == 0
+    assert workdir_lib.load_config(old_workdir).eval_tta_shift == 0
     trainer.check_run_workdir(old_workdir, _fixture_config(num_epochs=3))  # only RESUMABLE differs
     with pytest.raises(ValueError, match=r"eval_tta_shift: 0 -> 1"):
         trainer.check_run_workdir(old_workdir, _fixture_config(eval_tta=True, eval_tta_shift=1))
@@ -180,7 +181,7 @@ def test_a_hyperparameter_added_since_takes_the_template_value(old_workdir) -> N
     from swinjax import data
     from swinjax.training.state import create_train_state
 
-    config = checkpoint.load_config(old_workdir)
+    config = workdir_lib.load_config(old_workdir)
     split = data.load_split(config, config.train_split)
     model = config_lib.build_model(config, split)
     template = create_train_state(config, model, steps_per_epoch=16)

@@ -21,6 +21,7 @@ from swinjax.config import build_model, input_size
 from swinjax.models import create_model
 from swinjax.training import checkpoint, evaluation, steps, trainer
 from swinjax.training import state as state_lib
+from swinjax.training import workdir as workdir_lib
 from tests.conftest import REPO, make_tiny_config
 
 PY = [sys.executable, "-m", "swinjax.train", "--config", str(REPO / "experiments/demo.py")]
@@ -57,7 +58,7 @@ def test_model_fields_on_the_command_line(tmp_path) -> None:
          "--config.max_steps=2", "--config.progress_bar=False", "--config.test_split="]
     )  # fmt: skip
     assert ok.returncode == 0, ok.stderr[-2000:]
-    assert checkpoint.load_config(tmp_path / "ok").model_kwargs.window_size == 8
+    assert workdir_lib.load_config(tmp_path / "ok").model_kwargs.window_size == 8
     typo = _run([f"--workdir={tmp_path / 'typo'}", "--config.model_kwargs.windw_size=8"])
     assert typo.returncode == 2
     assert "--config.model_kwargs.windw_size: no such config key; did you mean " in typo.stderr
@@ -99,7 +100,7 @@ def test_image_folder_trains_and_evaluates_every_example(tmp_path) -> None:
     records = [json.loads(line) for line in lines]
     epochs = [r for r in records if r["kind"] == "epoch"]
     assert len(epochs) == 2 and all(np.isfinite(e["val_loss"]) for e in epochs)
-    saved = checkpoint.load_config(tmp_path / "run")
+    saved = workdir_lib.load_config(tmp_path / "run")
     split = data.load_split(saved, "train[75%:]", input_size(saved))
     assert split.class_names == ("cat", "dog", "emu") and split.num_examples == 6
     assert split.image_shape == (16, 16, 3)
@@ -206,7 +207,7 @@ def test_streaming_run_resumed_mid_epoch_equals_uninterrupted(tmp_path, tiny_tfd
 
 
 def _state(workdir):
-    config = checkpoint.load_config(workdir)
+    config = workdir_lib.load_config(workdir)
     split = data.load_split(config, config.train_split)
     template = state_lib.create_train_state(config, build_model(config, split), steps_per_epoch=1)
     state, _ = checkpoint.Checkpointer(workdir, read_only=True).restore_latest(template)

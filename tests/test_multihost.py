@@ -26,6 +26,7 @@ from swinjax import data
 from swinjax.config import build_model
 from swinjax.training import checkpoint
 from swinjax.training import state as state_lib
+from swinjax.training import workdir as workdir_lib
 from tests.conftest import REPO
 
 EPOCHS = 8  # 16 steps an epoch: long enough for the preemption to land mid-run
@@ -80,7 +81,7 @@ def _result(proc: subprocess.Popen) -> dict:
 
 
 def _final_state(workdir):
-    config = checkpoint.load_config(workdir)
+    config = workdir_lib.load_config(workdir)
     split = data.load_split(config, config.train_split)
     template = state_lib.create_train_state(config, build_model(config, split), steps_per_epoch=1)
     ckpt = checkpoint.Checkpointer(workdir, read_only=True)

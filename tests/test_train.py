@@ -18,11 +18,12 @@ from swinjax.config import build_model
 from swinjax.optim import schedules
 from swinjax.training import checkpoint, evaluation, plots, steps, trainer
 from swinjax.training import state as state_lib
+from swinjax.training import workdir as workdir_lib
 from tests.conftest import REPO, make_tiny_config
 
 
 def _params_of(workdir, step=None):
-    config = checkpoint.load_config(workdir)
+    config = workdir_lib.load_config(workdir)
     split = data.load_split(config, config.train_split)
     template = state_lib.create_train_state(config, build_model(config, split), steps_per_epoch=1)
     ckpt = checkpoint.Checkpointer(workdir, read_only=True)
@@ -152,7 +153,7 @@ def test_corrupted_latest_checkpoint_falls_back(tmp_path, tiny_config) -> None:
         if f.is_file():
             f.write_bytes(b"\0garbage")
     reports = []
-    config = checkpoint.load_config(tmp_path)
+    config = workdir_lib.load_config(tmp_path)
     split = data.load_split(config, config.train_split)
     template = state_lib.create_train_state(config, build_model(config, split), steps_per_epoch=1)
     state, meta = checkpoint.Checkpointer(tmp_path).restore_latest(template, report=reports.append)
@@ -332,7 +333,7 @@ def test_config_json_and_other_keys_on_resume(tmp_path) -> None:
     holds the new values. A key that changes the computation is refused, naming it."""
     trainer.train_and_evaluate(make_tiny_config(num_epochs=1), tmp_path)
     trainer.train_and_evaluate(make_tiny_config(num_epochs=1, log_every_steps=3), tmp_path)
-    assert checkpoint.load_config(tmp_path).log_every_steps == 3
+    assert workdir_lib.load_config(tmp_path).log_every_steps == 3
     with pytest.raises(ValueError, match=r"model_kwargs.embed_dim: None -> 32"):
         config = make_tiny_config(num_epochs=1)
         config.model_kwargs.embed_dim = 32

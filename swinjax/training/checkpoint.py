@@ -51,18 +51,15 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization
 
-from swinjax import config as config_lib
 from swinjax.errors import CheckpointError
+from swinjax.training.workdir import CHECKPOINT_DIR, CONFIG_FILE, resolve
 from swinjax.weights import params_to_timm
 
 log = logging.getLogger(__name__)
-CONFIG_FILE = "config.json"
-CHECKPOINT_DIR = "checkpoints"
 STATE_ITEM = "state"  # the train state's item (folder) in a checkpoint step
 BEST_METRIC = "val_top1"
 # The best checkpoint is the one with the highest of these (the EMA's where it is better).
@@ -139,41 +136,6 @@ def _from_storable(template: Any, stored: Any) -> Any:
         stored,
     )
     return serialization.from_state_dict(template, restored)
-
-
-def save_config(workdir: str | Path, config: ml_collections.ConfigDict) -> None:
-    path = Path(workdir) / CONFIG_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(config.to_json_best_effort(indent=1, sort_keys=True) + "\n")
-
-
-def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
-    """The config of the run in ``workdir`` (its ``config.json``), written by this release or
-    an older one (brought forward: ``swinjax.config.upgrade_saved_config``)."""
-    path = Path(workdir) / CONFIG_FILE
-    if not path.is_file():
-        raise CheckpointError(
-            f"{path} not found: {workdir} is not a swinjax workdir (expected {CONFIG_FILE} and "
-            f"{CHECKPOINT_DIR}/ written by `python -m swinjax.train --workdir {workdir}`)"
-        )
-    return ml_collections.ConfigDict(config_lib.saved_config(path))
-
-
-def resolve(path: Path) -> tuple[Path, int | None]:
-    """``(workdir, step or None)`` for a training workdir (its latest or best step: None) or one
-    checkpoint step (``WORKDIR/checkpoints/STEP``); CheckpointError for anything else."""
-    if not path.exists():
-        raise CheckpointError(f"{path} does not exist")
-    if (path / CONFIG_FILE).is_file():
-        return path, None
-    if path.name.isdigit() and path.parent.name == CHECKPOINT_DIR:
-        return path.parent.parent, int(path.name)
-    if path.name == CHECKPOINT_DIR:
-        return path.parent, None
-    raise CheckpointError(
-        f"{path} is neither a swinjax workdir (with {CONFIG_FILE}) nor a checkpoint step "
-        f"(WORKDIR/{CHECKPOINT_DIR}/STEP)"
-    )
 
 
 class Checkpointer:
@@ -280,24 +242,26 @@ class Checkpointer:
         forward by ``config.upgrade_saved_config``, set to what the older release ran with."""
         self.wait_until_finished()
         storable = _to_storable(template)
-        added = self._hparams_not_saved(step, storable["hparams"])
-        saved_hparams = {k: v for k, v in storable["hparams"].items() if k not in added}
-        abstract = jax.tree.map(
-            ocp.utils.to_shape_dtype_struct, {**storable, "hparams": saved_hparams}
-        )
+        hparams = storable.get("hparams") if isinstance(storable, dict) else None
+        added = self._hparams_not_saved(step, hparams) if isinstance(hparams, dict) else set()
+        if added:
+            kept = {k: v for k, v in hparams.items() if k not in added}
+            storable = {**storable, "hparams": kept}
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, storable)
         restored = self.manager.restore(
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
             ),
         )
-        state = dict(restored["state"])
-        state["hparams"] = {**state["hparams"], **{k: storable["hparams"][k] for k in added}}
+        state = restored["state"]
+        if added:
+            state = {**state, "hparams": {**state["hparams"], **{k: hparams[k] for k in added}}}
         return _from_storable(template, state), dict(restored["meta"])
 
     def _hparams_not_saved(self, step: int, hparams: dict) -> set[str]:
-        """The names in ``hparams`` that checkpoint ``step`` does not hold (none where its
-        metadata cannot be read: the restore then reports the checkpoint as it is)."""
+        """The names in a train state's ``hparams`` that checkpoint ``step`` does not hold (none
+        where its metadata cannot be read: the restore then reports the checkpoint as it is)."""
         try:
             saved = ocp.StandardCheckpointHandler().metadata(
                 self.manager.directory / str(step) / STATE_ITEM

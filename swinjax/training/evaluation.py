@@ -25,6 +25,7 @@ from swinjax import data
 from swinjax.data.batching import padded_batch_size
 from swinjax.errors import CheckpointError, ConfigError
 from swinjax.training import checkpoint, parallel, population, recipe, steps, workdir
+from swinjax.training import workdir as workdir_lib
 from swinjax.training.setup import setup_run
 
 # The splits of a saved run that ``evaluate_checkpoint`` names by role (other names are split
@@ -127,10 +128,10 @@ def evaluate_checkpoint(
     the run's ``eval_tta_shift``). The record: ``loss``, ``top1``, ``top5``, ``num_examples``
     (and ``ema_*`` for a run with an EMA), ``step``, ``split``, ``tta``, ``tta_shift``.
     """
-    run_dir, step = checkpoint.resolve(Path(path))
+    run_dir, step = workdir_lib.resolve(Path(path))
     if best and step is not None:
         raise CheckpointError("--best takes a workdir, not a checkpoint step")
-    config = checkpoint.load_config(run_dir)
+    config = workdir_lib.load_config(run_dir)
     config.distributed = False  # scoring runs in one process
     if data_dir:
         config.data_dir = data_dir

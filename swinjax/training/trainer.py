@@ -35,7 +35,13 @@ from swinjax import config as config_lib
 from swinjax import weights
 from swinjax.training import checkpoint, evaluation, loop, parallel, plots, writers
 from swinjax.training.setup import Run, setup_run
-from swinjax.training.workdir import check_workdir, class_names, save_class_names
+from swinjax.training.workdir import (
+    CONFIG_FILE,
+    check_workdir,
+    class_names,
+    save_class_names,
+    save_config,
+)
 
 
 @dataclasses.dataclass
@@ -94,7 +100,7 @@ def check_run_workdir(workdir: Path, config: ml_collections.ConfigDict) -> None:
     check_workdir(
         workdir,
         config,
-        config_lib.saved_config(workdir / checkpoint.CONFIG_FILE),
+        config_lib.saved_config(workdir / CONFIG_FILE),
         ignore=config_lib.RESUMABLE,
         holds="a run with a different config",
         fix="use a new --workdir, or the same config to resume it",
@@ -105,7 +111,7 @@ def _open_outputs(run: Run, workdir: Path) -> _Outputs:
     """The workdir with the run's config and class names, its checkpoint directory and writers."""
     workdir.mkdir(parents=True, exist_ok=True)
     if run.main_process:
-        checkpoint.save_config(workdir, run.config)
+        save_config(workdir, run.config)
         save_class_names(workdir, class_names(run.splits["train"]))
     ckpt = checkpoint.Checkpointer(workdir, keep=run.config.keep_checkpoints)
     return _Outputs(workdir, ckpt, writers.create_writer(workdir, enabled=run.main_process))

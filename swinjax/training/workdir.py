@@ -1,10 +1,11 @@
 """What a workdir holds beside its checkpoints, and whether a new run may use it.
 
-A training workdir holds ``config.json`` (:func:`swinjax.training.checkpoint.save_config`) and
-``classes.json``: the class names of the training split, in label order, so that what reads the
-workdir later (evaluation, a prediction) can name the classes. A sweep's workdir holds its own
-config file (:mod:`swinjax.sweeps.runner`). :func:`check_workdir` is the one check that a
-workdir may take a run: nothing in it is overwritten by a run of another config.
+A training workdir holds ``config.json`` (:func:`save_config`, read back by :func:`load_config`,
+brought forward where an older release wrote it), ``classes.json``: the class names of the
+training split, in label order, so that what reads the workdir later (evaluation, a prediction)
+can name the classes, and ``checkpoints/`` (:mod:`swinjax.training.checkpoint`). A sweep's
+workdir holds its own config file (:mod:`swinjax.sweeps.runner`). :func:`check_workdir` is the
+one check that a workdir may take a run: nothing in it is overwritten by a run of another config.
 """
 
 from __future__ import annotations
@@ -17,9 +18,46 @@ from typing import Any
 import ml_collections
 
 from swinjax import config as config_lib
-from swinjax.errors import ConfigError
+from swinjax.errors import CheckpointError, ConfigError
 
+CONFIG_FILE = "config.json"
 CLASSES_FILE = "classes.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def save_config(workdir: str | Path, config: ml_collections.ConfigDict) -> None:
+    path = Path(workdir) / CONFIG_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(config.to_json_best_effort(indent=1, sort_keys=True) + "\n")
+
+
+def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
+    """The config of the run in ``workdir`` (its ``config.json``), written by this release or
+    an older one (brought forward: ``swinjax.config.upgrade_saved_config``)."""
+    path = Path(workdir) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path} not found: {workdir} is not a swinjax workdir (expected {CONFIG_FILE} and "
+            f"{CHECKPOINT_DIR}/ written by `python -m swinjax.train --workdir {workdir}`)"
+        )
+    return ml_collections.ConfigDict(config_lib.saved_config(path))
+
+
+def resolve(path: Path) -> tuple[Path, int | None]:
+    """``(workdir, step or None)`` for a training workdir (its latest or best step: None) or one
+    checkpoint step (``WORKDIR/checkpoints/STEP``); CheckpointError for anything else."""
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist")
+    if (path / CONFIG_FILE).is_file():
+        return path, None
+    if path.name.isdigit() and path.parent.name == CHECKPOINT_DIR:
+        return path.parent.parent, int(path.name)
+    if path.name == CHECKPOINT_DIR:
+        return path.parent, None
+    raise CheckpointError(
+        f"{path} is neither a swinjax workdir (with {CONFIG_FILE}) nor a checkpoint step "
+        f"(WORKDIR/{CHECKPOINT_DIR}/STEP)"
+    )
 
 
 def check_workdir(
