@@ -10,7 +10,7 @@ WORKDIR ?= workdirs/$(call run_name,$(CONFIG))
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test lint train eval demo finetune-demo bench golden clean presets sweep peers
+.PHONY: install test test-slow lint train eval demo finetune-demo bench golden clean presets sweep peers
 
 install: $(STAMP)
 
@@ -21,8 +21,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Two workers, one test file each at a time (files share compiled steps within a process).
+# `make test`: everything but the end-to-end runs marked slow (about 9 minutes on 2 cores);
+# `make test-slow`: those (about 12 minutes); CI (.ci/run) runs both.
+PYTEST := $(PY) -m pytest -q -n 2 --dist loadfile -p no:warnings
 test: install
-	$(PY) -m pytest -q -n 2 --dist loadfile -p no:warnings $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
+
+test-slow: install
+	$(PYTEST) -m slow $(PYTEST_ARGS)
 
 # Style, then the layer contract of pyproject.toml ([tool.importlinter]: imports go down only).
 lint: install

@@ -11,12 +11,24 @@ import contextlib
 import importlib.util
 import itertools
 import os
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Tests run tiny models: LLVM's optimisation passes cost more compile time than they save.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+# Many tests (and the programs they start as subprocesses) compile the same tiny programs: one
+# persistent compilation cache for the session, shared by the xdist workers and every subprocess
+# (they inherit the environment), removed at the end. A cache hit loads the executable the first
+# compile wrote, so results are unchanged. Set JAX_COMPILATION_CACHE_DIR to choose another.
+_SESSION_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _SESSION_CACHE = tempfile.mkdtemp(prefix="swinjax-tests-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _SESSION_CACHE
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 from collections.abc import Callable, Iterator  # noqa: E402
 
@@ -119,3 +131,10 @@ def no_network(monkeypatch) -> list:
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     return attempts
+
+
+def pytest_unconfigure(config) -> None:
+    """The session's compilation cache goes with the process that made it (the xdist controller,
+    or a plain pytest run): workers inherit its path and leave it be."""
+    if _SESSION_CACHE is not None and not hasattr(config, "workerinput"):
+        shutil.rmtree(_SESSION_CACHE, ignore_errors=True)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from swinjax.training import benchmark, profiling
 from tests.conftest import make_tiny_config
 
 
+@pytest.mark.slow
 def test_bench_reports_all_figures() -> None:
     result = benchmark.measure(
         make_tiny_config(), batch_size=32, n_steps=2, warmup=1, epoch_steps=3
@@ -28,6 +31,7 @@ def test_bench_reports_all_figures() -> None:
     assert (result["kernels"], result["remat"]) == ("cpu", "none")  # auto, resolved on the CPU
 
 
+@pytest.mark.slow
 def test_bench_stands_in_synthetic_data_for_a_missing_dataset(tmp_path) -> None:
     config = make_tiny_config(dataset="cifar100", data_dir=str(tmp_path), remat="full")
     result = benchmark.measure(config, batch_size=32, n_steps=1, warmup=1, epoch_steps=2)

@@ -58,6 +58,7 @@ def _template(config):
 # ------------------------------------------------------------------------------ async saves
 
 
+@pytest.mark.slow
 def test_async_save_in_flight_while_donating_steps_continue(tmp_path, monkeypatch) -> None:
     """Two saves, each held uncommitted (a gate in orbax's commit callback) while the next train
     steps donate the saved state and its buffers are deleted, as an accelerator's donation does
@@ -462,6 +463,7 @@ def _kill_during_write(workdir: Path, log: Path, rng: random.Random) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_kill9_at_random_moments_then_resume_equals_uninterrupted(tmp_path) -> None:
     """An uninterrupted run; then SIGKILL during startup, mid-epoch and during a checkpoint
     write (in that order, at moments drawn from a seeded generator; a kind whose moment was

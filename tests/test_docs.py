@@ -97,11 +97,23 @@ def _scratch(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _python_pages() -> list[Path]:
-    return [p for p in PAGES if any(b.language == "python" for b in blocks_of(p.read_text()))]
+# Pages whose examples train and sweep for minutes: in the slow tier (make test-slow, CI).
+SLOW_PAGES = {"docs/api.md"}
 
 
-@pytest.mark.parametrize("page", _python_pages(), ids=lambda p: str(p.relative_to(REPO)))
+def _python_pages() -> list:
+    pages = [p for p in PAGES if any(b.language == "python" for b in blocks_of(p.read_text()))]
+    return [
+        pytest.param(
+            p,
+            id=str(p.relative_to(REPO)),
+            marks=[pytest.mark.slow] if str(p.relative_to(REPO)) in SLOW_PAGES else [],
+        )
+        for p in pages
+    ]
+
+
+@pytest.mark.parametrize("page", _python_pages())
 def test_python_examples_run_as_written(page: Path, tmp_path: Path) -> None:
     name = str(page.relative_to(REPO))
     blocks = [b for b in blocks_of(page.read_text()) if b.language == "python" and b.runs]

@@ -146,6 +146,7 @@ def _params(workdir):
     return traverse_util.flatten_dict(ckpt.restore_params(ckpt.all_steps()[-1]))
 
 
+@pytest.mark.slow
 def test_init_from_a_workdir_at_another_size_with_a_new_head(
     tmp_path, source_run, capsys, monkeypatch
 ) -> None:

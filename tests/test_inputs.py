@@ -52,6 +52,7 @@ def test_cli_offline_download_fails_fast_with_status_2(tmp_path) -> None:
     assert not (tmp_path / "w").exists()  # nothing written
 
 
+@pytest.mark.slow
 def test_model_fields_on_the_command_line(tmp_path) -> None:
     ok = _run(
         [f"--workdir={tmp_path / 'ok'}", "--config.model_kwargs.window_size=8",
@@ -82,6 +83,7 @@ def _image_folder(root, sizes=((20, 24), (32, 28), (40, 40), (18, 30))):
     return sum(counts.values()) * 3
 
 
+@pytest.mark.slow
 def test_image_folder_trains_and_evaluates_every_example(tmp_path) -> None:
     _image_folder(tmp_path / "pets")
     config = make_tiny_config(
@@ -173,6 +175,7 @@ def _stream_config(tiny, **overrides):
     return make_tiny_config(**{**base, **overrides})
 
 
+@pytest.mark.slow
 def test_memory_and_stream_score_a_checkpoint_alike(tmp_path, tiny_tfds_dir) -> None:
     config = _stream_config(tiny_tfds_dir, num_epochs=1, input_pipeline="memory")
     trainer.train_and_evaluate(config, tmp_path)

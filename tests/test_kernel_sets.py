@@ -160,6 +160,7 @@ def test_model_same_parameters_logits_and_gradients() -> None:
     _assert_same_grads(cpu[1], ref[1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("remat", ["blocks", "full"])
 @pytest.mark.parametrize("kernel_set", ["cpu", "reference"])
 def test_remat_same_params_loss_and_gradients(remat: str, kernel_set: str) -> None:

@@ -166,6 +166,7 @@ def test_forward_train_and_eval() -> None:
     assert not np.allclose(t1, t2)
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_close_to_float32() -> None:
     x = jax.random.uniform(jax.random.key(0), (4, 16, 16, 3))
     f32 = create_model("tiny_test", drop_path_rate=0.0)
@@ -178,6 +179,7 @@ def test_bfloat16_compute_close_to_float32() -> None:
     assert np.linalg.norm(low - ref) / np.linalg.norm(ref) < 3e-2
 
 
+@pytest.mark.slow
 def test_list_presets_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["swinjax.presets"]) == 0
     out = capsys.readouterr().out

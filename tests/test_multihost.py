@@ -101,6 +101,7 @@ def reference(tmp_path_factory):
     return _final_state(workdir)
 
 
+@pytest.mark.slow
 def test_two_processes_preempted_then_resumed_equal_one_process(tmp_path, reference) -> None:
     workdir = tmp_path / "two_processes"
     procs = _two_processes(workdir)
@@ -130,6 +131,7 @@ def test_two_processes_preempted_then_resumed_equal_one_process(tmp_path, refere
         np.testing.assert_array_equal(a, b)  # bitwise: the same sums in the same order
 
 
+@pytest.mark.slow
 def test_two_processes_stream_resumed_equal_one_process(tmp_path, tiny_tfds_dir) -> None:
     """The streaming pipeline: data shards = devices, each process reading only its shard; a
     run stopped mid-epoch (max_steps) and resumed by a second two-process invocation ends with

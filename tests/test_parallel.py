@@ -45,6 +45,7 @@ def four_devices(tmp_path_factory) -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_one_step_on_four_devices_matches_one_device(four_devices) -> None:
     r = four_devices
     assert r["device_count"] == 4 and r["mesh_sizes"] == [1, 4]

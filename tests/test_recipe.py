@@ -98,6 +98,7 @@ def _step_before_recipe_tools(state, batch):
     return new_state, jax.tree.map(lambda m: m.astype(jnp.float32), metrics)
 
 
+@pytest.mark.slow
 def test_keras_example_train_step_is_unchanged_bitwise() -> None:
     config = _experiment("keras_example")
     state = state_lib.create_train_state(config, create_model(config.model), steps_per_epoch=10)
@@ -122,6 +123,7 @@ def test_keras_example_train_step_is_unchanged_bitwise() -> None:
 # ------------------------------------------------------------------------------------ EMA
 
 
+@pytest.mark.slow
 def test_ema_is_the_bias_corrected_average_of_the_steps() -> None:
     d = 0.5
     state = _state(ema_decay=d)

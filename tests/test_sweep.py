@@ -166,6 +166,7 @@ def test_cli_reports_a_bad_sweep_config_with_status_2(tmp_path) -> None:
 # ------------------------------------------------------------------------------ running
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_points_and_runs_only_new_ones(tmp_path, monkeypatch) -> None:
     calls = _spy_train_points(monkeypatch)
     messages = []
@@ -230,6 +231,7 @@ def test_a_workdir_of_another_base_config_is_refused(tmp_path, monkeypatch) -> N
     assert calls == []
 
 
+@pytest.mark.slow
 def test_population_matches_sequential(tmp_path, monkeypatch) -> None:
     grid = {"learning_rate": [1e-3, 4e-3], "seed": [0, 1]}
     seq = runner.run_sweep(_config(grid), tmp_path / "seq")
@@ -252,6 +254,7 @@ def test_population_matches_sequential(tmp_path, monkeypatch) -> None:
     assert len({round(r["history"][0]["val_loss"], 6) for r in seq}) == 4
 
 
+@pytest.mark.slow
 def test_three_learning_rates_compile_train_step_once(tmp_path, caplog) -> None:
     # A batch size no other test here uses, so train_step has never seen this shape.
     config = _config({"learning_rate": [1e-3, 3e-3, 1e-2]}, batch_size=72)

@@ -61,6 +61,7 @@ def test_two_epochs_write_checkpoints_metrics_and_plots(tmp_path, tiny_config) -
     assert ckpt.best_step() in (16, 32)
 
 
+@pytest.mark.slow
 def test_interrupt_and_resume_equals_uninterrupted(tmp_path, tiny_config) -> None:
     straight = tmp_path / "straight"
     trainer.train_and_evaluate(tiny_config, straight)
@@ -92,6 +93,7 @@ def _tools_config(**overrides):
     return make_tiny_config(**{**tools, **overrides})
 
 
+@pytest.mark.slow
 def test_resume_with_recipe_tools_equals_uninterrupted(tmp_path, capsys) -> None:
     straight = tmp_path / "straight"
     trainer.train_and_evaluate(_tools_config(), straight)
@@ -228,6 +230,7 @@ def test_eval_scores_every_example_and_reports_json(
     assert record["step"] == 2 and set(record) >= {"loss", "top1", "top5"}  # 45 train // 16
 
 
+@pytest.mark.slow
 def test_train_and_eval_on_a_tfds_dir_built_by_tfds(tmp_path, tiny_tfds_dir, monkeypatch) -> None:
     spec = tiny_tfds_dir.spec  # train 300 (train[:90%] / train[90%:]), test 70, 16x16x3
     config = make_tiny_config(dataset=tiny_tfds_dir.name, data_dir=tiny_tfds_dir.data_dir)
@@ -281,6 +284,7 @@ def test_eval_cli_bad_paths_exit_2(tmp_path, tiny_config, capsys) -> None:
     )
 
 
+@pytest.mark.slow
 def test_train_cli_end_to_end(tmp_path) -> None:
     cmd = [
         sys.executable,
@@ -306,6 +310,7 @@ def test_train_cli_end_to_end(tmp_path) -> None:
     assert bad.returncode == 2 and "config.learning_rate=-1" in bad.stderr
 
 
+@pytest.mark.slow
 def test_extending_a_finished_run_replans_the_schedule(tmp_path, capsys) -> None:
     """num_epochs 2 -> 4 on a finished warmup_cosine run: epochs 3-4 train at the learning rate
     of a 4-epoch schedule (not at min_lr), and the run says so at start."""
