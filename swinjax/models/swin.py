@@ -198,8 +198,72 @@ class SwinTransformer(nn.Module, kw_only=True):
             start += depth
         return tuple(specs)
 
-    @nn.compact
     def __call__(self, images_BHWC: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        """Logits (B, num_classes), float32; the pooled features (B, C) when num_classes is 0."""
+        return self._forward(images_BHWC, train, stop="logits")[0]
+
+    def forward_features(self, images_BHWC: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        """The last stage's tokens after the final LayerNorm, (B, H/32, W/32, C) for a patch-4
+        model: what the head pools (timm's ``forward_features``, NHWC)."""
+        return self._forward(images_BHWC, train, stop="features")[0]
+
+    def forward_head(self, x_BHWC: jnp.ndarray, pre_logits: bool = False) -> jnp.ndarray:
+        """The head on :meth:`forward_features`' output: the pooled (B, C) float32 vector with
+        ``pre_logits``, else the logits (timm's ``forward_head``)."""
+        if pre_logits:
+            return jnp.mean(x_BHWC.astype(jnp.float32), axis=(1, 2))
+        return self._forward(x_BHWC, False, start="features", stop="logits")[0]
+
+    def forward_intermediates(
+        self,
+        images_BHWC: jnp.ndarray,
+        indices: int | tuple[int, ...] | None = None,
+        norm: bool = False,
+        intermediates_only: bool = False,
+        train: bool = False,
+    ) -> list[jnp.ndarray] | tuple[jnp.ndarray, list[jnp.ndarray]]:
+        """The output of each stage in ``indices`` as NHWC maps, as timm's
+        ``forward_intermediates(output_fmt="NHWC")``: None takes every stage, an int n the last
+        n, a tuple those stages (negative counts from the end). ``norm``: the final LayerNorm on
+        the last stage's map where it is taken. Returns ``(forward_features output, list)``, or
+        with ``intermediates_only`` the list alone."""
+        take = stage_indices(len(self.depths), indices)
+        x, maps = self._forward(images_BHWC, train, stop="features", take=take, norm=norm)
+        return maps if intermediates_only else (x, maps)
+
+    @nn.compact
+    def _forward(
+        self,
+        x: jnp.ndarray,
+        train: bool,
+        *,
+        start: str = "images",
+        stop: str = "logits",
+        take: tuple[int, ...] = (),
+        norm: bool = False,
+    ) -> tuple[jnp.ndarray, list[jnp.ndarray]]:
+        """Images (or, with ``start="features"``, the final tokens) to logits (``stop="logits"``)
+        or the final tokens (``"features"``), with the stage maps of ``take``."""
+        maps: list[jnp.ndarray] = []
+        if start == "images":
+            x = self._trunk(x, train, take, norm, maps)
+        if stop == "features":
+            return x, maps
+        head = ClassifierHead(
+            num_classes=self.num_classes,
+            weight_init=self.weight_init,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernels=self.kernels,
+            name="head",
+        )
+        return head(x), maps
+
+    def _trunk(
+        self, images_BHWC: jnp.ndarray, train: bool, take: tuple, norm: bool, maps: list
+    ) -> jnp.ndarray:
+        """Patch embedding, stages and the final norm (called inside :meth:`_forward`, whose
+        scope names the submodules); appends the stage maps of ``take`` to ``maps``."""
         specs = self.stage_specs()
         expected = (*windows.to_pair(self.img_size), self.in_chans)
         if tuple(images_BHWC.shape[1:]) != expected:
@@ -221,7 +285,12 @@ class SwinTransformer(nn.Module, kw_only=True):
         pos_drop = self.drop_rate if self.pos_drop_rate is None else self.pos_drop_rate
         fused = kernel_sets.get(self.kernels).fused_dropout
         x = Dropout(rate=pos_drop, fused=fused)(x, deterministic=deterministic)
-
+        final_norm = (
+            layer_norm("norm", dtype=self.dtype, param_dtype=self.param_dtype)
+            if self.final_norm
+            else (lambda y: y)
+        )
+        last = len(specs) - 1
         for i, s in enumerate(specs):
             x = SwinStage(
                 dim=s.dim,
@@ -244,16 +313,30 @@ class SwinTransformer(nn.Module, kw_only=True):
                 remat=self.remat,
                 name=f"layers_{i}",
             )(x, deterministic)
-        if self.final_norm:
-            x = layer_norm("norm", dtype=self.dtype, param_dtype=self.param_dtype)(x)
-        return ClassifierHead(
-            num_classes=self.num_classes,
-            weight_init=self.weight_init,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            kernels=self.kernels,
-            name="head",
-        )(x)
+            if i in take:
+                maps.append(final_norm(x) if norm and i == last else x)
+        return final_norm(x)
+
+
+def stage_indices(num_stages: int, indices: int | tuple[int, ...] | None) -> tuple[int, ...]:
+    """The stages ``forward_intermediates`` takes (timm's ``feature_take_indices``): None every
+    stage, an int n the last n, a sequence those (negative from the end); sorted, validated."""
+    if indices is None:
+        return tuple(range(num_stages))
+    if isinstance(indices, int):
+        _check(
+            0 < indices <= num_stages,
+            f"indices={indices}: take the last n stages with 1 <= n <= {num_stages}",
+        )
+        return tuple(range(num_stages - indices, num_stages))
+    chosen = []
+    for i in indices:
+        _check(
+            -num_stages <= i < num_stages,
+            f"stage index {i} is out of range for a model with {num_stages} stages",
+        )
+        chosen.append(i % num_stages)
+    return tuple(sorted(set(chosen)))
 
 
 class ClassifierHead(nn.Module, kw_only=True):
