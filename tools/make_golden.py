@@ -14,6 +14,12 @@ changed (``adapted/<key>``). timm's Swin has no absolute position embedding, so 
 holds timm's ``resample_abs_pos_embed`` (and more ``resample_patch_embed`` and
 ``resize_rel_pos_bias_table`` cases) applied to random tensors directly.
 
+Features (``<case>_features.npz``): for the first image of each plain fixture's input, timm's
+``forward_features`` and ``forward_intermediates(indices=None, norm=True)`` stage maps, stored
+NHWC (timm returns NCHW maps: transposed here), and the last stage's map without the final norm.
+
+The transformers layout (``hf_*``) is written by tools/make_golden_hf.py.
+
     .venv-timm/bin/python tools/make_golden.py --out tests/golden
 """
 
@@ -204,6 +210,26 @@ def write_resample(out: Path) -> None:
     print(f"resample: {len(arrays)} arrays")
 
 
+def write_features(out: Path, models: dict[str, SwinTransformer]) -> None:
+    """timm's forward_features and stage maps (NHWC) of each plain fixture's first image."""
+    for name, model in models.items():
+        with np.load(out / f"{name}.npz") as npz:
+            x_NHWC = npz["input_NHWC"][:1]
+        x_NCHW = torch.from_numpy(x_NHWC).permute(0, 3, 1, 2).contiguous()
+        with torch.no_grad():
+            features, maps = model.forward_intermediates(x_NCHW, indices=None, norm=True)
+            plain = model.forward_intermediates(x_NCHW, indices=1, intermediates_only=True)
+            assert torch.equal(features, model.forward_features(x_NCHW))
+        to_nhwc = lambda t: t.permute(0, 2, 3, 1).contiguous().numpy()
+        arrays = {"features_NHWC": features.numpy()}  # the input: the fixture's input_NHWC[:1]
+        arrays.update({f"stage{i}_NHWC": to_nhwc(m) for i, m in enumerate(maps)})
+        arrays["last_no_norm_NHWC"] = to_nhwc(plain[0])
+        np.savez_compressed(out / f"{name}_features.npz", **arrays)
+        shapes = {k: v.shape for k, v in arrays.items()}
+        write_meta(out / f"{name}_features.json", {"source": name, "norm": True, "shapes": shapes})
+        print(f"{name}_features: {shapes}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="tests/golden")
@@ -213,6 +239,7 @@ def main() -> None:
     models = write_fixtures(out)
     write_resized(out, models)
     write_resample(out)
+    write_features(out, models)
 
 
 if __name__ == "__main__":
