@@ -69,14 +69,15 @@ bench: install
 	$(PY) -m swinjax.bench --config $(CONFIG) $(ARGS)
 
 # timm and the Keras example live in virtual environments of their own, never in .venv.
-TIMM_PACKAGES  := torch==2.14.1 torchvision==0.29.1 timm==1.0.31 numpy
+TIMM_PACKAGES  := torch==2.14.1 torchvision==0.29.1 timm==1.0.31 transformers==5.25.0 numpy
 KERAS_PACKAGES := keras==3.15.1 jax==0.10.2 numpy
 
-# Regenerates tests/golden/*.npz from timm (needs torch + timm, installed into .venv-timm).
+# Regenerates tests/golden/ from timm and transformers (installed into .venv-timm).
 golden:
 	test -x .venv-timm/bin/python || $(PYTHON) -m venv .venv-timm
 	.venv-timm/bin/pip install -q $(TIMM_PACKAGES)
 	.venv-timm/bin/python tools/make_golden.py --out tests/golden
+	.venv-timm/bin/python tools/make_golden_hf.py --out tests/golden
 
 # The peer benchmarks (benchmarks/peers/README.md): the Keras example's Swin (.venv-peer) and
 # timm's (.venv-timm), training images/s. Compare with `make bench` run alternately, same session.

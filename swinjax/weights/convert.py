@@ -1,4 +1,5 @@
-"""PyTorch Swin checkpoints (timm, or the official microsoft/Swin-Transformer) -> swinjax params.
+"""PyTorch Swin checkpoints (timm, the official microsoft/Swin-Transformer, or Hugging Face
+transformers') -> swinjax params.
 
     sd = {k: v.numpy() for k, v in timm_model.state_dict().items()}   # or a safetensors file
     params = params_from_timm(sd, model=create_model("swin_t"))
@@ -9,7 +10,8 @@ The conversion is a rename table plus layout changes: ``a.b.3.c`` becomes ``a/b_
 weights (out, in) become kernels (in, out); the patch-embedding conv (O, I, kh, kw) becomes
 (kh, kw, I, O); LayerNorm ``weight`` becomes ``scale``. The official layout (weights under
 ``"model"``, a stage's patch merging at its end, ``head.weight``, buffers saved) is recognised
-and mapped onto timm's (merging at the start of the next stage, ``head.fc``).
+and mapped onto timm's (merging at the start of the next stage, ``head.fc``); so is transformers'
+(``swin.embeddings...``, separate query/key/value: :mod:`swinjax.weights.hf_layout`).
 
 A checkpoint of another size is adapted as timm's ``checkpoint_filter_fn`` does for a timm model of
 the new size created with pretrained weights: derived buffers dropped, relative position bias tables
@@ -31,6 +33,7 @@ from flax import traverse_util
 from swinjax.errors import CheckpointMismatchError
 from swinjax.models import param_shapes
 from swinjax.models.layers import windows
+from swinjax.weights import hf_layout
 from swinjax.weights.mismatch import mismatch_message
 from swinjax.weights.resample import (
     resample_abs_pos_embed,
@@ -95,8 +98,11 @@ def _numpy_tensors(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 
 def _timm_layout(state_dict: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], str, list[str]]:
-    """(timm-named tensors, "timm" or "official", dropped buffer keys)."""
+    """(timm-named tensors, "timm", "official" or "transformers", dropped buffer keys)."""
     sd = _numpy_tensors(state_dict)
+    if hf_layout.is_transformers_layout(sd):
+        timm_sd, buffers = hf_layout.transformers_to_timm(sd)
+        return timm_sd, "transformers", buffers
     official = "layers.0.downsample.reduction.weight" in sd
     out, buffers = {}, []
     for k, v in sd.items():

@@ -1,0 +1,143 @@
+"""Hugging Face transformers checkpoints (tools/make_golden_hf.py: a random-weight three-stage
+``SwinForImageClassification`` saved by ``save_pretrained``) load through the normal weights path
+and give transformers' logits within 1e-4, in the hub files' names and in transformers 5's module
+names; a ``SwinModel`` file (no classifier) loads with a fresh head and gives its pooled output;
+a truncated file is an error naming what is missing. numpy only."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from swinjax.errors import CheckpointMismatchError
+from swinjax.models import SwinTransformer, param_shapes
+from swinjax.weights import hf_layout
+from swinjax.weights.load import format_report, load_pretrained, load_state_dict
+from tests.test_convert import GOLDEN, state_dict
+
+FILE = GOLDEN / "hf_swin32.safetensors"
+
+
+@pytest.fixture(scope="module")
+def golden() -> tuple[dict, dict[str, np.ndarray]]:
+    """(the fixture's transformers config, its arrays: input, logits, pooled, names)."""
+    meta = json.loads((GOLDEN / "hf_swin32.json").read_text())
+    with np.load(GOLDEN / "hf_swin32.npz") as npz:
+        return meta, {k: npz[k] for k in npz.files}
+
+
+def model_of(meta: dict, **overrides) -> SwinTransformer:
+    """The swinjax model of a transformers SwinConfig."""
+    kwargs = dict(
+        img_size=meta["image_size"],
+        patch_size=meta["patch_size"],
+        in_chans=meta["num_channels"],
+        embed_dim=meta["embed_dim"],
+        depths=tuple(meta["depths"]),
+        num_heads=tuple(meta["num_heads"]),
+        window_size=meta["window_size"],
+        mlp_ratio=meta["mlp_ratio"],
+        num_classes=meta["num_labels"],
+        ape=meta["use_absolute_embeddings"],
+        drop_path_rate=0.0,
+    )
+    return SwinTransformer(**(kwargs | overrides))
+
+
+def run(model: SwinTransformer, params: dict, x_NHWC: np.ndarray) -> np.ndarray:
+    return np.asarray(jax.jit(model.apply)({"params": params}, jnp.asarray(x_NHWC)))
+
+
+def test_hub_file_matches_transformers_logits(golden) -> None:
+    meta, arrays = golden
+    model = model_of(meta)
+    params, report = load_pretrained(str(FILE), model)
+    assert report.layout == "transformers"
+    assert not (report.missing or report.unused or report.resized or report.head_reset)
+    # 116 tensors: q, k and v (weight and bias) merged into one qkv per block (6 blocks).
+    assert len(report.loaded) == len(load_state_dict(FILE)) - 6 * 2 * 2
+    assert "(transformers layout)" in format_report(report)
+    logits = run(model, params, arrays["input_NHWC"])
+    np.testing.assert_allclose(logits, arrays["logits"], atol=1e-4, rtol=0)
+    assert np.abs(arrays["logits"]).max() > 0.1
+
+
+def test_module_names_of_transformers_5_give_the_same_params(golden) -> None:
+    meta, arrays = golden
+    saved = load_state_dict(FILE)
+    renamed = {live: saved[name] for name, live in arrays["names"]}
+    assert renamed.keys() != saved.keys()  # this version's names differ (q_proj, mlp.fc1, ...)
+    assert hf_layout.is_transformers_layout(renamed)
+    a, _ = load_pretrained(saved, model_of(meta))
+    b, _ = load_pretrained(renamed, model_of(meta))
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_swin_model_file_loads_with_a_fresh_head(golden) -> None:
+    """SwinModel saves the classification file's names without ``swin.`` or the classifier
+    (checked by make_golden_hf); its pooled output is the num_classes=0 model's."""
+    meta, arrays = golden
+    saved = load_state_dict(FILE)
+    backbone = {k.removeprefix("swin."): v for k, v in saved.items() if "classifier" not in k}
+    model = model_of(meta)
+    init = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), param_shapes(model))
+    params, report = load_pretrained(backbone, model, init_params=init)
+    assert report.layout == "transformers" and report.head_reset == (None, 10)
+    assert sorted(report.missing) == ["head.fc.bias", "head.fc.weight"]
+    assert "head initialised (the checkpoint has none; 10 classes)" in format_report(report)
+    assert not params["head"]["fc"]["kernel"].any()
+
+    features = model_of(meta, num_classes=0)
+    pooled_params, _ = load_pretrained(backbone, features)
+    pooled = run(features, pooled_params, arrays["input_NHWC"])
+    np.testing.assert_allclose(pooled, arrays["pooled"], atol=1e-4, rtol=0)
+
+
+def test_layout_detection() -> None:
+    saved = load_state_dict(FILE)
+    assert hf_layout.is_transformers_layout(saved)
+    assert hf_layout.is_transformers_layout({k.removeprefix("swin."): v for k, v in saved.items()})
+    timm_sd = state_dict(dict(np.load(GOLDEN / "swin32.npz")), "timm")
+    assert not hf_layout.is_transformers_layout(timm_sd)
+
+
+def test_merging_moves_to_the_next_stage_and_buffers_are_dropped() -> None:
+    saved = load_state_dict(FILE)
+    index = "swin.encoder.layers.0.blocks.0.attention.self.relative_position_index"
+    with_buffer = {**saved, index: np.zeros(16, np.int64)}  # transformers 4 saved these
+    timm_sd, buffers = hf_layout.transformers_to_timm(with_buffer)
+    assert buffers == [index]
+    np.testing.assert_array_equal(
+        timm_sd["layers.1.downsample.reduction.weight"],
+        saved["swin.encoder.layers.0.downsample.reduction.weight"],
+    )
+    assert not any(k.startswith("layers.0.downsample") for k in timm_sd)
+    qkv = timm_sd["layers.2.blocks.1.attn.qkv.weight"]
+    q = saved["swin.encoder.layers.2.blocks.1.attention.self.query.weight"]
+    v = saved["swin.encoder.layers.2.blocks.1.attention.self.value.weight"]
+    assert qkv.shape == (3 * q.shape[0], q.shape[1])
+    np.testing.assert_array_equal(qkv[: q.shape[0]], q)
+    np.testing.assert_array_equal(qkv[-q.shape[0] :], v)
+
+
+def test_truncated_file_names_what_is_missing(tmp_path, golden) -> None:
+    meta, _ = golden
+    saved = load_state_dict(FILE)
+    no_key = dict(saved)
+    del no_key["swin.encoder.layers.1.blocks.0.attention.self.key.weight"]
+    with pytest.raises(CheckpointMismatchError, match=r"no key weight of that block"):
+        load_pretrained(no_key, model_of(meta))
+
+    cut = {k: v for k, v in saved.items() if not k.startswith("swin.encoder.layers.2.")}
+    path = tmp_path / "cut.safetensors"
+    save_file(cut, str(path))
+    with pytest.raises(CheckpointMismatchError, match=r"missing: 'layers\.2\.blocks\.0\."):
+        load_pretrained(str(path), model_of(meta))
+    # Another architecture: the fields that differ are named.
+    with pytest.raises(CheckpointMismatchError, match=r"embed_dim=8 \(this model: 16\)"):
+        load_pretrained(saved, model_of(meta, embed_dim=16))
