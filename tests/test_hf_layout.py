@@ -141,3 +141,29 @@ def test_truncated_file_names_what_is_missing(tmp_path, golden) -> None:
     # Another architecture: the fields that differ are named.
     with pytest.raises(CheckpointMismatchError, match=r"embed_dim=8 \(this model: 16\)"):
         load_pretrained(saved, model_of(meta, embed_dim=16))
+
+
+@pytest.mark.slow
+def test_init_from_a_transformers_file(tmp_path, golden, capsys) -> None:
+    """``config.init_from`` takes the file as training's start (one step at a negligible rate),
+    the classifier re-initialised for the run's classes."""
+    from swinjax.training import checkpoint, trainer
+    from tests.conftest import make_tiny_config
+
+    meta, _ = golden
+    config = make_tiny_config(
+        num_epochs=1, max_steps=1, learning_rate=1e-9, classes="5,6,7,8", init_from=str(FILE)
+    )
+    arch = model_of(meta)
+    for field in ("img_size", "patch_size", "embed_dim", "window_size", "mlp_ratio"):
+        config.model_kwargs[field] = getattr(arch, field)
+    config.model_kwargs.depths, config.model_kwargs.num_heads = arch.depths, arch.num_heads
+    trainer.train_and_evaluate(config, tmp_path)
+    out = capsys.readouterr().out
+    assert f"pretrained weights from {FILE} (transformers layout)" in out
+    assert "head re-initialised (10 -> 4 classes)" in out
+    params, _ = checkpoint.restore(tmp_path, "latest")
+    saved = load_state_dict(FILE)
+    kernel = params["layers_1"]["downsample"]["reduction"]["kernel"]
+    reduction = saved["swin.encoder.layers.0.downsample.reduction.weight"]
+    np.testing.assert_allclose(np.asarray(kernel), reduction.T, atol=1e-5)
