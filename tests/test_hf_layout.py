@@ -21,14 +21,20 @@ from swinjax.weights.load import format_report, load_pretrained, load_state_dict
 from tests.test_convert import GOLDEN, state_dict
 
 FILE = GOLDEN / "hf_swin32.safetensors"
+# Three stages (two mergings), patch 2; two stages, patch 4, absolute position embedding.
+CASES = ("hf_swin32", "hf_swin32_ape")
+
+
+def load_golden(case: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """(the fixture's transformers config, its arrays: input, logits, pooled, names)."""
+    meta = json.loads((GOLDEN / f"{case}.json").read_text())
+    with np.load(GOLDEN / f"{case}.npz") as npz:
+        return meta, {k: npz[k] for k in npz.files}
 
 
 @pytest.fixture(scope="module")
 def golden() -> tuple[dict, dict[str, np.ndarray]]:
-    """(the fixture's transformers config, its arrays: input, logits, pooled, names)."""
-    meta = json.loads((GOLDEN / "hf_swin32.json").read_text())
-    with np.load(GOLDEN / "hf_swin32.npz") as npz:
-        return meta, {k: npz[k] for k in npz.files}
+    return load_golden("hf_swin32")
 
 
 def model_of(meta: dict, **overrides) -> SwinTransformer:
@@ -53,14 +59,17 @@ def run(model: SwinTransformer, params: dict, x_NHWC: np.ndarray) -> np.ndarray:
     return np.asarray(jax.jit(model.apply)({"params": params}, jnp.asarray(x_NHWC)))
 
 
-def test_hub_file_matches_transformers_logits(golden) -> None:
-    meta, arrays = golden
+@pytest.mark.parametrize("case", CASES)
+def test_hub_file_matches_transformers_logits(case: str) -> None:
+    meta, arrays = load_golden(case)
     model = model_of(meta)
-    params, report = load_pretrained(str(FILE), model)
+    file = GOLDEN / f"{case}.safetensors"
+    params, report = load_pretrained(str(file), model)
     assert report.layout == "transformers"
     assert not (report.missing or report.unused or report.resized or report.head_reset)
-    # 116 tensors: q, k and v (weight and bias) merged into one qkv per block (6 blocks).
-    assert len(report.loaded) == len(load_state_dict(FILE)) - 6 * 2 * 2
+    # q, k and v (weight and bias) merged into one qkv per block.
+    assert len(report.loaded) == len(load_state_dict(file)) - sum(meta["depths"]) * 2 * 2
+    assert ("absolute_pos_embed" in report.loaded) == meta["use_absolute_embeddings"]
     assert "(transformers layout)" in format_report(report)
     logits = run(model, params, arrays["input_NHWC"])
     np.testing.assert_allclose(logits, arrays["logits"], atol=1e-4, rtol=0)
@@ -78,18 +87,20 @@ def test_module_names_of_transformers_5_give_the_same_params(golden) -> None:
     jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
-def test_swin_model_file_loads_with_a_fresh_head(golden) -> None:
+@pytest.mark.parametrize("case", CASES)
+def test_swin_model_file_loads_with_a_fresh_head(case: str) -> None:
     """SwinModel saves the classification file's names without ``swin.`` or the classifier
     (checked by make_golden_hf); its pooled output is the num_classes=0 model's."""
-    meta, arrays = golden
-    saved = load_state_dict(FILE)
+    meta, arrays = load_golden(case)
+    saved = load_state_dict(GOLDEN / f"{case}.safetensors")
     backbone = {k.removeprefix("swin."): v for k, v in saved.items() if "classifier" not in k}
     model = model_of(meta)
     init = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), param_shapes(model))
     params, report = load_pretrained(backbone, model, init_params=init)
-    assert report.layout == "transformers" and report.head_reset == (None, 10)
+    classes = meta["num_labels"]
+    assert report.layout == "transformers" and report.head_reset == (None, classes)
     assert sorted(report.missing) == ["head.fc.bias", "head.fc.weight"]
-    assert "head initialised (the checkpoint has none; 10 classes)" in format_report(report)
+    assert f"head initialised (the checkpoint has none; {classes} classes)" in format_report(report)
     assert not params["head"]["fc"]["kernel"].any()
 
     features = model_of(meta, num_classes=0)

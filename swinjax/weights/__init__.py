@@ -1,5 +1,6 @@
 """Pretrained weights: conversion between timm's / the official Swin's PyTorch layout and swinjax
-parameters, both ways (:mod:`.convert`), timm's resampling of tensors for a model of another size
+parameters, both ways (:mod:`.convert`; Hugging Face transformers' layout read through
+:mod:`.hf_layout`), timm's resampling of tensors for a model of another size
 (:mod:`.resample`), reading them from files and the Hugging Face Hub (:mod:`.load`), and the
 error for a checkpoint of another architecture (:mod:`.mismatch`: a few keys, the counts, the
 fields that differ).

@@ -1,6 +1,6 @@
 """Pretrained Swin weights, from a file or the Hugging Face Hub, loaded into a swinjax model of any
-size (timm's or the official microsoft/Swin-Transformer checkpoints; see
-:mod:`swinjax.weights.convert`).
+size (timm's, the official microsoft/Swin-Transformer's or Hugging Face transformers'
+checkpoints; see :mod:`swinjax.weights.convert`).
 
     model = create_model("swin_t", img_size=256, window_size=8, num_classes=100)
     params, report = load_pretrained("hf-hub:timm/swin_tiny_patch4_window7_224.ms_in1k", model,
@@ -31,7 +31,8 @@ from swinjax.network import unreachable_hosts
 from swinjax.weights.convert import LoadReport, convert_checkpoint, unwrap_state_dict
 
 HF_HUB = "hf-hub:"
-HF_FILES = ("model.safetensors", "pytorch_model.bin")  # timm's weights in a hub repo, in order
+# The weights in a hub repo (timm's or transformers'), in order; a repo's config.json is not read.
+HF_FILES = ("model.safetensors", "pytorch_model.bin")
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 SUFFIXES = (".safetensors", ".npz", *TORCH_SUFFIXES)
 
