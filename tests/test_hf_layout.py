@@ -178,3 +178,25 @@ def test_init_from_a_transformers_file(tmp_path, golden, capsys) -> None:
     kernel = params["layers_1"]["downsample"]["reduction"]["kernel"]
     reduction = saved["swin.encoder.layers.0.downsample.reduction.weight"]
     np.testing.assert_allclose(np.asarray(kernel), reduction.T, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_way_back_gives_the_hub_file(case: str) -> None:
+    """timm_to_transformers inverts the load: the same names and tensors as save_pretrained's file,
+    from swinjax params too."""
+    from swinjax.weights.convert import params_from_timm, params_to_timm
+
+    saved = load_state_dict(GOLDEN / f"{case}.safetensors")
+    timm_sd, _ = hf_layout.transformers_to_timm(saved)
+    for back in (
+        hf_layout.timm_to_transformers(timm_sd),
+        hf_layout.timm_to_transformers(params_to_timm(params_from_timm(timm_sd))),
+    ):
+        assert back.keys() == saved.keys()
+        for k, v in saved.items():
+            np.testing.assert_array_equal(back[k], v, err_msg=k)
+
+
+def test_the_way_back_refuses_what_transformers_cannot_hold() -> None:
+    with pytest.raises(CheckpointMismatchError, match=r"'patch_embed\.conv_proj\.weight' has no"):
+        hf_layout.timm_to_transformers({"patch_embed.conv_proj.weight": np.zeros((8, 3, 3, 3))})
