@@ -100,7 +100,7 @@ _MODEL = {
     "remat": Key("none", RUN, "recompute activations in backward: 'none', 'blocks', 'full'"),
 }
 _WEIGHTS = {
-    "init_from": Key("", RUN, "start from weights: a file, a swinjax workdir, or hf-hub:timm/NAME"),
+    "init_from": Key("", RUN, "weights: a file, a swinjax workdir, hf-hub:REPO (timm/HF)"),
     "init_head": Key("auto", RUN, "with init_from: 'auto' (reset if its shape differs) or 'reset'"),
 }
 _OPTIM = {
