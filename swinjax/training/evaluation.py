@@ -170,11 +170,13 @@ def predict_samples(state: Any, split: Any, n: int) -> tuple[np.ndarray, ...]:
     return images, labels, np.asarray(jax.device_get(logits)).argmax(-1)
 
 
-def split_logits(state: Any, split: data.Split, batch_size: int) -> np.ndarray:
-    """The logits ``[N, K]`` of every example of ``split``, in its order, as evaluation reads
-    them (one process, one device; padding dropped)."""
-    rows = []
+def split_logits(state: Any, split: data.Split, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(logits [N, K], labels [N])`` of every example of ``split``, in its order, as evaluation
+    reads them (one process, one device; padding dropped)."""
+    logits, labels = [], []
     for batch in data.eval_batches(split, batch_size):
-        logits = np.asarray(jax.device_get(steps.predict(state, jnp.asarray(batch["image"]))))
-        rows.append(logits[np.asarray(batch["mask"]) > 0])
-    return np.concatenate(rows)
+        real = np.asarray(batch["mask"]) > 0
+        out = steps.predict(state, jnp.asarray(batch["image"]))
+        logits.append(np.asarray(jax.device_get(out))[real])
+        labels.append(np.asarray(batch["label"])[real])
+    return np.concatenate(logits), np.concatenate(labels)
