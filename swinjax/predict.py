@@ -1,4 +1,4 @@
-"""Classify image files: ``python -m swinjax.predict --ckpt WORKDIR PATH...``.
+"""Classify image files: ``python -m swinjax.predict --ckpt WORKDIR PATH [PATH ...]``.
 
 PATH: image files (any suffix), folders (searched recursively for .jpg, .jpeg, .png, .gif, .bmp)
 or globs (``'photos/**/*.png'``). Each image is prepared as the run's evaluation prepares its
