@@ -238,3 +238,27 @@ def test_a_trained_image_folder_run_predicts_from_the_command_line(tmp_path) -> 
     assert len(rows) == 4 and [r["error"] is None for r in rows].count(False) == 1
     assert {r["classes"][0] for r in rows if r["classes"]} <= set(CLASSES)
     assert "1 of 4 files could not be read" in done.stderr
+
+
+@pytest.mark.slow  # a second model and its compiles: over the fast tier's share
+def test_a_fixed_size_run_takes_its_images_as_eval_does(tmp_path) -> None:
+    """Synthetic 16x16 data, a 32x32 model: eval feeds the 16x16 images and the device resizes
+    them; predict does the same for a 16x16 file, and gives other sizes the eval view to 16."""
+    config = make_tiny_config()
+    config.model_kwargs.img_size = 32
+    fitted = setup_run(config, splits={"test": "test[:4]"}, train=False)
+    workdir.save_config(tmp_path / "run", config)
+    ckpt = checkpoint.Checkpointer(tmp_path / "run")
+    ckpt.save(0, fitted.take_state(), {"epoch": 0, "epoch_step": 0})
+    ckpt.close()
+    predictor = Predictor.load(tmp_path / "run", batch_size=BATCH)
+    assert predictor.view.image_shape == (16, 16, 3) and not predictor.view.always_crop
+    eval_logits, _ = evaluation.split_logits(predictor.state, fitted.splits["test"], BATCH)
+    images = next(data.eval_batches(fitted.splits["test"], BATCH))["image"]
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(tmp_path / f"{i}.png")
+    Image.fromarray(images[0]).resize((40, 30)).save(tmp_path / "wide.png")
+    paths, logits, _ = predictor.logits([tmp_path / f"{i}.png" for i in range(4)])
+    np.testing.assert_allclose(logits, eval_logits, atol=1e-5, rtol=0)
+    assert _view(predictor, str(tmp_path / "wide.png")).shape == (16, 16, 3)
+    assert predictor.class_names == tuple(f"class_{k}" for k in range(10))  # no classes.json

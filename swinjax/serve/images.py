@@ -21,22 +21,21 @@ import numpy as np
 from swinjax.data.image_files import image_problem
 from swinjax.data.preprocess import HostPreprocess, center_view, decode
 from swinjax.training.inference import InferenceModel
-from swinjax.training.state import image_shape
 
 
 @dataclasses.dataclass(frozen=True)
 class ImageView:
     """How a file becomes the model's input."""
 
-    image_shape: tuple[int, int, int]  # the model's input (H, W, C)
-    host_preprocess: HostPreprocess  # the eval view
-    always_crop: bool  # False: images of the input size are taken as they are
+    image_shape: tuple[int, int, int]  # (H, W, C) of the images the run's evaluation fed
+    host_preprocess: HostPreprocess  # the eval view, to that size
+    always_crop: bool  # False: images of that size are taken as they are
 
     @classmethod
     def of(cls, model: InferenceModel) -> ImageView:
         """The view of a restored model's run."""
         return cls(
-            image_shape=image_shape(model.state.model),
+            image_shape=model.image_shape,
             host_preprocess=model.host_preprocess,
             always_crop=model.always_crop,
         )

@@ -5,11 +5,12 @@ machine holds only the workdir).
     model = restore_for_inference("workdirs/demo", best=False)
     model.state, model.class_names, model.host_preprocess, model.mesh
 
-The model's input shape comes from the config: ``model_kwargs.img_size`` where set, else the
-dataset's image shape as training saw it: image folders are cropped to the model's input size
-(``config.input_size``), ``synthetic`` has ``synthetic_image_size``, a tfds dataset its features'
-shape (tfds knows it from the dataset's definition, without its files). The number of classes
-comes from ``WORKDIR/classes.json``, else from the saved head.
+The shape of the images the run's evaluation fed the model comes from the config: image folders
+are cropped to the model's input size (``config.input_size``), ``synthetic`` has
+``synthetic_image_size``, a tfds dataset its features' shape (tfds knows it from the dataset's
+definition, without its files); the model is built for it as training built it
+(``config.build_model``: ``model_kwargs.img_size`` and ``in_chans`` where set). The number of
+classes comes from ``WORKDIR/classes.json``, else from the saved head.
 """
 
 from __future__ import annotations
@@ -51,9 +52,10 @@ class InferenceModel:
     step: int
     workdir: Path
     mesh: Mesh
-    host_preprocess: HostPreprocess  # the run's eval view (resize, center crop)
+    image_shape: tuple[int, int, int]  # (H, W, C) of the images the run's evaluation fed
+    host_preprocess: HostPreprocess  # the run's eval view (resize, center crop) to that size
     always_crop: bool  # True: every image goes through the eval view (the run streamed images
-    # of varying size); False: images of the model's input size are taken as they are
+    # of varying size); False: images of ``image_shape`` are taken as they are
 
 
 def open_checkpoint(
@@ -72,24 +74,18 @@ def open_checkpoint(
 
 
 def model_input(config: ml_collections.ConfigDict, num_classes: int) -> tuple[ModelInput, bool]:
-    """``(the model's input, whether the run cropped every image to it)`` from ``config`` alone
-    (see the module docstring); CheckpointError where a tfds dataset is unknown here."""
-    kwargs = config.model_kwargs
-    channels = kwargs.get("in_chans")
+    """``(what the run's splits held, whether the run cropped every image)`` from ``config``
+    alone: the shape of the images its evaluation fed the model (the device resized them to
+    the model's input where that differs: ``model_kwargs.img_size``, ``in_chans``).
+    CheckpointError where the run's tfds dataset is unknown here."""
     if config.dataset == SYNTHETIC:
-        size, data_channels, crops = (
-            (config.synthetic_image_size,) * 2,
-            config.synthetic_channels,
-            False,
-        )
+        size, channels, crops = config.synthetic_image_size, config.synthetic_channels, False
     elif config.dataset.startswith(IMAGEFOLDER):
-        size, data_channels, crops = config_lib.input_size(config), 3, True
+        size, channels, crops = config_lib.input_size(config), 3, True
     else:
-        fixed, data_channels = _tfds_image(config)
+        fixed, channels = _tfds_image(config)
         size, crops = fixed or config_lib.input_size(config), fixed is None
-    if kwargs.get("img_size"):
-        size = to_pair(kwargs.get("img_size"))
-    shape = (*to_pair(size), int(channels or data_channels))
+    shape = (*to_pair(size), int(channels))
     return ModelInput(image_shape=shape, num_classes=num_classes), crops
 
 
@@ -131,6 +127,7 @@ def restore_for_inference(path: str | Path, *, best: bool = False) -> InferenceM
         step=int(state.step),
         workdir=run_dir,
         mesh=mesh,
+        image_shape=split.image_shape,
         host_preprocess=pre,
         always_crop=always_crop,
     )
