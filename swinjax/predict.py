@@ -24,7 +24,7 @@ from absl import flags
 
 from swinjax import cli
 from swinjax.data.image_files import find_images
-from swinjax.errors import MissingFileError, SomeInputsFailedError
+from swinjax.errors import ConfigError, MissingFileError, SomeInputsFailedError
 from swinjax.serve import output
 from swinjax.serve.predictor import FEATURE_KINDS, Predictor
 
@@ -77,6 +77,9 @@ def main(argv: list[str]) -> int:
 def _work(fv: flags.FlagValues) -> dict | None:
     features = fv.features is not None
     output.check_out(fv.out, features=features)
+    for flag in ("topk", "batch_size"):
+        if fv[flag].value < 1:
+            raise ConfigError(f"--{flag} {fv[flag].value}: must be >= 1")
     if not fv.images:
         raise MissingFileError(
             "no images given: name image files, folders or globs after the flags"

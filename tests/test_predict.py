@@ -196,6 +196,7 @@ def test_bad_command_lines_exit_2_before_any_work(run, capsys, tmp_path) -> None
         "written to .jsonl or .csv": ["--ckpt", str(run_dir), "--out", "p.txt", str(folder)],
         "--features needs --out FILE.npz": ["--ckpt", str(run_dir), "--features=pooled", "a"],
         "--ckpt required": [str(folder)],
+        "--topk 0: must be >= 1": ["--ckpt", str(run_dir), "--topk", "0", str(folder)],
     }
     for message, args in cases.items():
         assert predict.main(["swinjax.predict", *args]) == 2, message
