@@ -10,7 +10,7 @@ WORKDIR ?= workdirs/$(call run_name,$(CONFIG))
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test test-slow lint train eval demo finetune-demo bench golden clean presets sweep peers
+.PHONY: install test test-slow lint train eval predict demo finetune-demo bench golden clean presets sweep peers
 
 install: $(STAMP)
 
@@ -53,6 +53,11 @@ sweep: install
 CKPT ?= $(WORKDIR)
 eval: install
 	$(PY) -m swinjax.eval --ckpt $(CKPT) $(ARGS)
+
+# Classifies image files: make predict CKPT=workdirs/NAME IMAGES='photos/ more/*.png' [ARGS=--topk 3]
+IMAGES ?=
+predict: install
+	$(PY) -m swinjax.predict --ckpt $(CKPT) $(ARGS) $(IMAGES)
 
 # One minute, offline: a tiny model on the synthetic dataset, then eval of its checkpoint.
 demo: install

@@ -11,7 +11,9 @@ and returns the exit status:
 - 2: something the user can fix: a bad flag, ``--config`` file or ``--config.KEY=VALUE``, and
   every :class:`swinjax.errors.UserError` (a bad config value, path, dataset or checkpoint). One
   line on stderr, ``error: <message>``, names the problem and the fix;
-- 3: training diverged (:class:`swinjax.errors.TrainingDivergedError`; the line names the step).
+- 3: training diverged (:class:`swinjax.errors.TrainingDivergedError`; the line names the step);
+- 4: some inputs could not be read, the output for the others is written
+  (:class:`swinjax.errors.SomeInputsFailedError`; ``python -m swinjax.predict``).
 
 Every other exception (a bug in swinjax or in a config file, an error inside JAX or TensorFlow)
 is not caught: it ends the process with its traceback and status 1.
@@ -33,7 +35,13 @@ from typing import Any
 from absl import flags, logging
 from ml_collections import config_flags
 
-from swinjax.errors import ConfigError, MissingFileError, TrainingDivergedError, UserError
+from swinjax.errors import (
+    ConfigError,
+    MissingFileError,
+    SomeInputsFailedError,
+    TrainingDivergedError,
+    UserError,
+)
 
 Define = Callable[[flags.FlagValues], None]
 Work = Callable[[flags.FlagValues], Any]
@@ -62,6 +70,7 @@ def main(
     description: str = "",
     required: Sequence[str] = (),
     config: str | None = None,
+    positional: str | None = None,
 ) -> int:
     """Parses ``argv`` (``argv[0]`` is the program) into flags made by ``define``, runs
     ``work(flag_values)``, prints its result as JSON (nothing for None); returns the exit status.
@@ -70,7 +79,9 @@ def main(
     program's docstring; its first paragraph heads ``--help``. ``required``: flags without which
     the program cannot run. ``config``: the help text of a ``--config FILE`` flag (a
     ``get_config()`` file, overridden as ``--config.KEY=VALUE``) the program takes, which also
-    brings ``--list_keys``; None: it takes neither.
+    brings ``--list_keys``; None: it takes neither. ``positional``: the name of a multi-string
+    flag that the arguments after the flags are added to (``python -m swinjax.predict --ckpt W
+    a.jpg photos/``); None: such arguments are an error.
     """
     argv = list(argv)
     fv = flags.FlagValues()
@@ -86,7 +97,7 @@ def main(
         print(help_text(fv, program, description, required, takes_config=config is not None))
         return 0
     try:
-        _parse(fv, argv, program, required, takes_config=config is not None)
+        _parse(fv, argv, program, required, takes_config=config is not None, positional=positional)
     except UserError as e:  # the command line's, or one the config file's get_config raised
         return _fail(e, 2)
     if config is not None and fv.list_keys:
@@ -101,6 +112,8 @@ def main(
         return _fail(e, 2)
     except TrainingDivergedError as e:
         return _fail(e, 3)
+    except SomeInputsFailedError as e:  # the output for the other inputs is written
+        return _fail(e, 4)
     if result is not None:
         print(json.dumps(result, default=float), flush=True)
     return 0
@@ -118,6 +131,7 @@ def _parse(
     required: Sequence[str],
     *,
     takes_config: bool,
+    positional: str | None = None,
 ) -> None:
     """Parses ``argv`` into ``fv``. Raises a :class:`UserError` for what the command line got
     wrong (or a :class:`UserError` the config file raised); anything else raised while the config
@@ -144,7 +158,9 @@ def _parse(
         raise ConfigError(f"{e} {see_help}") from e
     if takes_config:
         _check_loaded_config(fv)
-    if len(rest) > 1:
+    if positional is not None and len(rest) > 1:
+        fv[positional].value = [*(fv[positional].value or []), *rest[1:]]
+    elif len(rest) > 1:
         raise ConfigError(f"unexpected arguments {rest[1:]} {see_help}")
     missing = [f"--{name}" for name in required if fv[name].value is None]
     if missing and not (takes_config and fv.list_keys):

@@ -54,3 +54,8 @@ class MissingDependencyError(UserError, ImportError):
 
 class TrainingDivergedError(FloatingPointError):
     """A NaN or infinite training metric; the message names the step. Programs: exit status 3."""
+
+
+class SomeInputsFailedError(Exception):
+    """Some of the inputs (image files) could not be read; the output for the others was written.
+    The message counts and names them. Programs: exit status 4."""

@@ -98,7 +98,7 @@ def _scratch(tmp_path: Path) -> Path:
 
 
 # Pages whose examples train and sweep for minutes: in the slow tier (make test-slow, CI).
-SLOW_PAGES = {"docs/api.md"}
+SLOW_PAGES = {"docs/api.md", "docs/inference.md"}
 
 
 def _python_pages() -> list:

@@ -23,9 +23,8 @@ from jax.sharding import Mesh
 
 from swinjax import data
 from swinjax.data.batching import padded_batch_size
-from swinjax.errors import CheckpointError, ConfigError
-from swinjax.training import checkpoint, parallel, population, recipe, steps, workdir
-from swinjax.training import workdir as workdir_lib
+from swinjax.errors import ConfigError
+from swinjax.training import checkpoint, inference, parallel, population, recipe, steps, workdir
 from swinjax.training.setup import setup_run
 
 # The splits of a saved run that ``evaluate_checkpoint`` names by role (other names are split
@@ -128,11 +127,7 @@ def evaluate_checkpoint(
     the run's ``eval_tta_shift``). The record: ``loss``, ``top1``, ``top5``, ``num_examples``
     (and ``ema_*`` for a run with an EMA), ``step``, ``split``, ``tta``, ``tta_shift``.
     """
-    run_dir, step = workdir_lib.resolve(Path(path))
-    if best and step is not None:
-        raise CheckpointError("--best takes a workdir, not a checkpoint step")
-    config = workdir_lib.load_config(run_dir)
-    config.distributed = False  # scoring runs in one process
+    run_dir, which, config = inference.open_checkpoint(path, best=best)
     if data_dir:
         config.data_dir = data_dir
     spec = config[SPLIT_KEYS[split]] if split in SPLIT_KEYS else split
@@ -143,7 +138,6 @@ def evaluate_checkpoint(
         )
     run = setup_run(config, splits={split: spec}, train=False)
     workdir.check_classes(run_dir, run.splits[split])
-    which = "best" if best else "latest" if step is None else step
     state, _ = checkpoint.restore(run_dir, which, run.take_state())
     tta, tta_shift = tta_settings(config, tta, tta_shift)
     metrics = evaluate_for_config(
@@ -174,3 +168,15 @@ def predict_samples(state: Any, split: Any, n: int) -> tuple[np.ndarray, ...]:
     images, labels = batch["image"][:n], batch["label"][:n]
     logits = steps.predict(state, jnp.asarray(images))
     return images, labels, np.asarray(jax.device_get(logits)).argmax(-1)
+
+
+def split_logits(state: Any, split: data.Split, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(logits [N, K], labels [N])`` of every example of ``split``, in its order, as evaluation
+    reads them (one process, one device; padding dropped)."""
+    logits, labels = [], []
+    for batch in data.eval_batches(split, batch_size):
+        real = np.asarray(batch["mask"]) > 0
+        out = steps.predict(state, jnp.asarray(batch["image"]))
+        logits.append(np.asarray(jax.device_get(out))[real])
+        labels.append(np.asarray(batch["label"])[real])
+    return np.concatenate(logits), np.concatenate(labels)
