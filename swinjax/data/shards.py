@@ -5,7 +5,8 @@
 - :class:`FileShard`: a list of image files and their labels, for a tfds ``ImageFolder``, read as
   ``{"image": file path, "label": int64}`` (the files are read when decoding, so examples that
   other shards or a resumed epoch's skip pass over are never read). An image folder's labels are
-  known from its folder names, so a class subset is chosen here without reading any image.
+  known from its folder names, so a class subset is chosen here without reading any image;
+  unreadable files (found by :mod:`swinjax.data.screening`) are left out before the cut.
 
 Both cut a split into even shards by ``tfds.even_splits``' arithmetic (every range of the split
 string cut into ``num_shards`` even parts, shard k holding the k-th part of each).

@@ -31,6 +31,13 @@ batch. A tfds ``ImageFolder`` is read as file paths (a full seeded permutation o
 ``shuffle_buffer`` unused; files are read in the parallel map, skipped ones never); its class
 subsets (``classes``) are chosen from its file list, without reading images.
 
+Unreadable image files: an image folder's split is screened when it is opened (every file
+decoded once, :mod:`swinjax.data.screening`); ``bad_images="skip"`` leaves the unreadable files
+out before the shards are cut (``StreamedSplit.left_out`` lists them), ``"fail"`` raises
+:class:`BadImageError`. A file that fails to decode while streaming (it changed after
+screening) stops the iteration with a :class:`BadImageError` naming it: the failing batch's
+files, recomputed from the deterministic order, are decoded again to find it.
+
 Builders: ``tfds.builder(dataset, data_dir=DIR)`` (prepared; nothing downloads), or
 ``tfds.ImageFolder(root)`` (``root/split/class/*.jpg``; variable size, so ``host_preprocess``).
 Throughput measurements: docs/performance.md, "Input pipeline".
