@@ -101,6 +101,9 @@ def test_screening_names_both_files_once_per_process(photos, monkeypatch) -> Non
     again = stream.open_split(builder, "train", host_preprocess=PRE16, num_shards=2)
     assert calls == [1] and again.left_out == split.left_out  # screened once, cached
     assert all(b.reason for b in split.left_out)
+    # Only the files of the classes asked for are screened, and left out.
+    one = stream.open_split(builder, "train", host_preprocess=PRE16, classes=(1, 2))
+    assert [b.path for b in one.left_out] == [str(notes)] and one.num_examples == 80
     # Every batch of the epoch and of the evaluation reads: no bad file is met.
     assert sum(len(b["label"]) for b in split.train_batches(16, seed=0, epoch=0)) == 112
     masks = [b["mask"].sum() for b in split.eval_batches(16)]
@@ -225,6 +228,7 @@ def test_resume_over_bad_files_equals_uninterrupted(photos, tmp_path, capsys) ->
     config = make_tiny_config(
         dataset=f"imagefolder:{root}", test_split="", batch_size=16, num_epochs=2
     )
+    assert len(data.load_split(config, config.train_split, (16, 16)).left_out) == 2  # both
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     steps = trainer.train_and_evaluate(config, straight)["step"]
     screening.clear_cache()  # the resumed run screens again, as a new process would
