@@ -160,6 +160,13 @@ def test_left_out_is_sorted_and_once_each() -> None:
     assert [b.path for b in got] == ["a.jpg", "b.jpg"]
 
 
+def test_bad_images_txt_is_rewritten_and_removed_when_none_are_left(tmp_path) -> None:
+    bad = [data.image_files.BadImage("a b.jpg", "empty file")]
+    path = workdir_lib.save_bad_images(tmp_path, bad)
+    assert path == tmp_path / "bad_images.txt" and path.read_text() == "a b.jpg\tempty file\n"
+    assert workdir_lib.save_bad_images(tmp_path, []) is None and not path.exists()
+
+
 # ------------------------------------------------------------------------------ training
 
 
