@@ -35,6 +35,11 @@ class InvalidSplitError(UserError, ValueError):
     """A split string that does not parse or names a split the dataset does not have."""
 
 
+class BadImageError(UserError, ValueError):
+    """Image files that cannot be decoded (``config.bad_images='fail'``, or a file that went bad
+    while a split streamed): names the first few files, their reasons and the count."""
+
+
 class CheckpointError(UserError, RuntimeError):
     """No usable checkpoint where one was expected, or a save that failed; the message says
     where and why."""

@@ -81,6 +81,9 @@ _DATA = {
     "input_pipeline": Key("auto", RUN, "'memory', 'stream' (tf.data), 'auto': memory if it fits"),
     "memory_budget_gb": Key(4.0, RUN, "auto: memory when the decoded split is at most this size"),
     "shuffle_buffer": Key(16_384, RUN, "stream: shuffle buffer per data shard, in examples"),
+    # OUTPUT, not RUN: a run that goes on with 'fail' met no bad file, so it reads what 'skip'
+    # would; a re-run may switch (swinjax.data.screening).
+    "bad_images": Key("skip", OUTPUT, "image folders: 'skip' unreadable files, or 'fail' (exit 2)"),
     "rrc_scale": Key((0.08, 1.0), RUN, "images of varying size: random-resized-crop area range"),
     "rrc_ratio": Key((3 / 4, 4 / 3), RUN, "... and its aspect-ratio (width / height) range"),
     "eval_crop_fraction": Key(0.875, RUN, "... evaluation: center crop / resized shorter side"),

@@ -25,6 +25,8 @@ from swinjax.config.keys import KEYS, model_fields
 #   backend; 'auto' is 'cpu' on the CPU, and the sets compute the same function (same
 #   parameters, same dropout masks: tests/test_kernel_sets.py), so the default stands and a
 #   re-run with the same experiment file is not refused.
+# - bad_images: before it, an unreadable file in an image folder stopped the run with a
+#   TensorFlow error, so a saved run that got anywhere had none; 'skip' reads the same files.
 BEFORE_THE_KEY: dict[str, Any] = {"input_pipeline": "memory"}
 
 

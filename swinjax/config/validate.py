@@ -12,6 +12,7 @@ import ml_collections
 from swinjax import data
 from swinjax.augment import autoaugment, transforms
 from swinjax.config.keys import KEYS, model_overrides
+from swinjax.data import screening
 from swinjax.data.preprocess import HostPreprocess
 from swinjax.errors import ConfigError
 from swinjax.models import PRESETS, create_model
@@ -70,6 +71,7 @@ def _validate_data_keys(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(
             f"config.input_pipeline={config.input_pipeline!r}: use 'auto', 'memory' or 'stream'"
         )
+    screening.check_policy(config.bad_images)
     if not config.memory_budget_gb >= 0 or config.shuffle_buffer < 1:
         raise ConfigError("config.memory_budget_gb must be >= 0 and config.shuffle_buffer >= 1")
     if config.resize_method not in transforms.RESIZE_METHODS:

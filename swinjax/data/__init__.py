@@ -24,8 +24,9 @@ Modules: :mod:`.split` (the protocol), :mod:`.sources` (tfds builders, image fol
 check of split strings), :mod:`.loading` (a config's splits: pipeline choice, class subsets),
 :mod:`.classes` (class subsets), :mod:`.in_memory` and :mod:`.synthetic` (in-memory splits),
 :mod:`.stream`, :mod:`.shards` and :mod:`.preprocess` (the streaming pipeline, its data shards
-and its host-side crops), :mod:`.batching` (batch arithmetic), :mod:`.prefetch` (batches on the
-device ahead of the step).
+and its host-side crops), :mod:`.image_files` and :mod:`.screening` (finding image files, and
+the unreadable ones an image folder's split leaves out or refuses: ``config.bad_images``),
+:mod:`.batching` (batch arithmetic), :mod:`.prefetch` (batches on the device ahead of the step).
 
 May import: :mod:`swinjax.network`, :mod:`swinjax.errors` and the libraries (numpy, tfds,
 TensorFlow, jax for device placement); not models, training or the programs.

@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from swinjax.data import in_memory, sources, stream
+from swinjax.data import in_memory, screening, sources, stream
 from swinjax.data.classes import parse_classes
 from swinjax.data.in_memory import load_tfds_split, select_classes
 from swinjax.data.preprocess import HostPreprocess
@@ -20,8 +20,10 @@ from swinjax.errors import ConfigError
 
 
 def clear_cache() -> None:
-    """Forgets every split read and cached in this process (tfds and synthetic)."""
+    """Forgets every split read and cached in this process (tfds and synthetic), and every
+    image folder's screening result."""
     in_memory.clear_cache()
+    screening.clear_cache()
     synthetic_split.cache_clear()
 
 
@@ -33,7 +35,8 @@ def load_split(
     ``config.classes`` where set (renumbered 0..k-1 in the order given, names kept; on a
     streamed split for image folders only). ``image_size``: the model's input (H, W), which
     images of varying size are cropped and resized to on the host (streaming); images of one
-    size are kept as they are (the device resizes them)."""
+    size are kept as they are (the device resizes them). An image folder's unreadable files are
+    left out or fail the load, as ``config.bad_images`` says (:mod:`swinjax.data.screening`)."""
     classes = parse_classes(config.classes)
     if config.dataset == SYNTHETIC:
         split = _synthetic(config, spec)
@@ -121,4 +124,5 @@ def _streamed(
         host_preprocess=None if fixed else host_preprocess(config, spec, image_size),
         shuffle_buffer=config.shuffle_buffer,
         classes=classes,
+        bad_images=config.bad_images,
     )

@@ -5,7 +5,8 @@
 - :class:`FileShard`: a list of image files and their labels, for a tfds ``ImageFolder``, read as
   ``{"image": file path, "label": int64}`` (the files are read when decoding, so examples that
   other shards or a resumed epoch's skip pass over are never read). An image folder's labels are
-  known from its folder names, so a class subset is chosen here without reading any image.
+  known from its folder names, so a class subset is chosen here without reading any image;
+  unreadable files (found by :mod:`swinjax.data.screening`) are left out before the cut.
 
 Both cut a split into even shards by ``tfds.even_splits``' arithmetic (every range of the split
 string cut into ``num_shards`` even parts, shard k holding the k-th part of each).
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from typing import Any
 
 from swinjax.data.classes import ClassSubset
@@ -112,24 +113,36 @@ def is_image_folder(builder: Any) -> bool:
     return isinstance(builder, image_folder.ImageFolder)
 
 
-def file_shards(
-    builder: Any, ranges: Sequence[Range], num_shards: int, subset: ClassSubset | None = None
-) -> list[FileShard]:
-    """The even file shards of an ImageFolder's ranges: the files of each range (in the
-    folder's fixed order), only those of ``subset``'s classes (relabelled) where given, each
-    range's files cut into even parts."""
+def folder_files(
+    builder: Any, ranges: Sequence[Range], subset: ClassSubset | None = None
+) -> list[list[tuple[str, int]]]:
+    """Per range of an ImageFolder's split, its (file path, label) pairs in the folder's fixed
+    order: only those of ``subset``'s classes (relabelled) where given."""
     examples = builder._split_examples  # tfds ImageFolder's (path, label name) lists per split
     label = builder.info.features["label"]
     new_label = subset.new_label_K if subset is not None else None
-    parts: list[tuple[list[str], list[int]]] = [([], []) for _ in range(num_shards)]
+    files = []
     for split, start, stop in ranges:
         chosen = [(e.image_path, label.str2int(e.label)) for e in examples[split][start:stop]]
         if new_label is not None:
             chosen = [(path, int(new_label[y])) for path, y in chosen if new_label[y] >= 0]
-        cuts = even_cuts(len(chosen), num_shards)
+        files.append(chosen)
+    return files
+
+
+def file_shards(
+    files: Sequence[Sequence[tuple[str, int]]], num_shards: int, leave_out: Set[str] = frozenset()
+) -> list[FileShard]:
+    """The even file shards of a split's files (per range, as :func:`folder_files` gives them):
+    the files in ``leave_out`` (unreadable ones) taken out first, then each range's files cut
+    into even parts."""
+    parts: list[tuple[list[str], list[int]]] = [([], []) for _ in range(num_shards)]
+    for chosen in files:
+        kept = [(path, y) for path, y in chosen if path not in leave_out]
+        cuts = even_cuts(len(kept), num_shards)
         for (paths, labels), (low, high) in zip(parts, cuts, strict=True):
-            paths.extend(path for path, _ in chosen[low:high])
-            labels.extend(y for _, y in chosen[low:high])
+            paths.extend(path for path, _ in kept[low:high])
+            labels.extend(y for _, y in kept[low:high])
     return [FileShard(tuple(paths), tuple(labels)) for paths, labels in parts]
 
 

@@ -31,6 +31,13 @@ batch. A tfds ``ImageFolder`` is read as file paths (a full seeded permutation o
 ``shuffle_buffer`` unused; files are read in the parallel map, skipped ones never); its class
 subsets (``classes``) are chosen from its file list, without reading images.
 
+Unreadable image files: an image folder's split is screened when it is opened (every file
+decoded once, :mod:`swinjax.data.screening`); ``bad_images="skip"`` leaves the unreadable files
+out before the shards are cut (``StreamedSplit.left_out`` lists them), ``"fail"`` raises
+:class:`BadImageError`. A file that fails to decode while streaming (it changed after
+screening) stops the iteration with a :class:`BadImageError` naming it: the failing batch's
+files, recomputed from the deterministic order, are decoded again to find it.
+
 Builders: ``tfds.builder(dataset, data_dir=DIR)`` (prepared; nothing downloads), or
 ``tfds.ImageFolder(root)`` (``root/split/class/*.jpg``; variable size, so ``host_preprocess``).
 Throughput measurements: docs/performance.md, "Input pipeline".
@@ -39,14 +46,17 @@ Throughput measurements: docs/performance.md, "Input pipeline".
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+import itertools
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
+from swinjax.data import screening
 from swinjax.data import shards as shards_lib
 from swinjax.data.batching import check_batch_size
 from swinjax.data.classes import ClassSubset
+from swinjax.data.image_files import BadImage
 from swinjax.data.preprocess import HostPreprocess, eval_image, train_image
 from swinjax.data.shards import FileShard, RecordShard
 from swinjax.data.sources import even_cuts, image_features, split_ranges, split_sizes
@@ -68,6 +78,7 @@ class StreamedSplit:
     shards: tuple[RecordShard | FileShard, ...]  # the num_shards data shards
     host_preprocess: HostPreprocess | None = None  # None: fixed-size images, only decoded
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER  # per shard, in examples
+    left_out: tuple[BadImage, ...] = ()  # image folders: unreadable files, not in the shards
 
     @property
     def num_shards(self) -> int:
@@ -126,7 +137,12 @@ class StreamedSplit:
         if start_step == num_steps:
             return
         parts = [self._train_shard(k, b, seed, epoch, start_step, num_steps) for k in shards]
-        yield from _concat_shards(parts).as_numpy_iterator()  # numpy dicts
+
+        def files_of(i: int) -> list[str]:  # the files of the i-th batch yielded
+            step = start_step + i
+            return [p for k in shards for p in self._train_files(k, b, seed, epoch, step)]
+
+        yield from self._named_failures(_concat_shards(parts), files_of)
 
     def eval_batches(
         self, batch_size: int, *, process_index: int = 0, process_count: int = 1
@@ -137,7 +153,11 @@ class StreamedSplit:
         shards = self._process_shards(process_index, process_count)
         num_batches = -(-max(self.shard_sizes) // b)
         parts = [self._eval_shard(k, b, num_batches) for k in shards]
-        yield from _concat_shards(parts).as_numpy_iterator()  # numpy dicts
+
+        def files_of(i: int) -> list[str]:
+            return [p for k in shards for p in self._files(k)[i * b : (i + 1) * b]]
+
+        yield from self._named_failures(_concat_shards(parts), files_of)
 
     # ---------------------------------------------------------------------------- internals
 
@@ -159,16 +179,57 @@ class StreamedSplit:
         per = self.num_shards // process_count
         return range(process_index * per, (process_index + 1) * per)
 
+    def _named_failures(
+        self, ds: Any, files_of: Callable[[int], list[str]]
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """``ds``'s batches as numpy dicts; a decoding error in the i-th batch of an image
+        folder's split becomes a :class:`BadImageError` naming the unreadable files among
+        ``files_of(i)`` (other errors, and record files, keep TensorFlow's error)."""
+        import tensorflow as tf
+
+        batches = ds.as_numpy_iterator()
+        decode_errors = (tf.errors.InvalidArgumentError, tf.errors.NotFoundError)
+        for i in itertools.count():
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except decode_errors:
+                files = files_of(i) if self.shards[0].reads_paths else []
+                failure = screening.decode_failure(files, self.name) if files else None
+                if failure is None:
+                    raise
+                raise failure from None
+            yield batch
+
+    def _files(self, k: int) -> tuple[str, ...]:
+        """The files of shard ``k`` in file order (none for record files)."""
+        shard = self.shards[k]
+        return shard.paths if shard.reads_paths else ()
+
+    def _train_order(self, k: int, b: int, seed: int, epoch: int, start: int, stop: int) -> Any:
+        """Shard ``k``'s undecoded (position, example) pairs of batches [start, stop) of
+        ``epoch``: the epoch's order, skipped to ``start`` before anything is decoded."""
+        file_seed, buffer_seed = _derive_pair(seed, epoch, k, _ORDER)
+        shard = self.shards[k]
+        ds = shard.read(self.builder, file_seed)
+        buffer = shard.size if shard.reads_paths else self.shuffle_buffer  # paths: a full shuffle
+        ds = ds.shuffle(buffer, seed=buffer_seed, reshuffle_each_iteration=False)
+        return ds.enumerate().skip(start * b).take((stop - start) * b)  # resume before decoding
+
+    def _train_files(self, k: int, b: int, seed: int, epoch: int, step: int) -> list[str]:
+        """The files shard ``k`` gives batch ``step`` of ``epoch`` (none for record files)."""
+        if not self.shards[k].reads_paths:
+            return []
+        order = self._train_order(k, b, seed, epoch, step, step + 1)
+        return [example["image"].decode() for _, example in order.as_numpy_iterator()]
+
     def _train_shard(self, k: int, b: int, seed: int, epoch: int, start: int, stop: int) -> Any:
         import tensorflow as tf
 
-        file_seed, buffer_seed = _derive_pair(seed, epoch, k, _ORDER)
         crop_key_2 = tf.constant(_derive_pair(seed, epoch, k, _CROPS), tf.int64)
-        shard = self.shards[k]
-        ds, paths = shard.read(self.builder, file_seed), shard.reads_paths
-        buffer = shard.size if paths else self.shuffle_buffer  # paths: a full shuffle
-        ds = ds.shuffle(buffer, seed=buffer_seed, reshuffle_each_iteration=False)
-        ds = ds.enumerate().skip(start * b).take((stop - start) * b)  # resume before decoding
+        ds = self._train_order(k, b, seed, epoch, start, stop)
+        paths = self.shards[k].reads_paths
         pre, channels, feature = self.host_preprocess, self.image_shape[-1], self._image_feature
 
         def prepare(position: Any, example: dict) -> dict:
@@ -227,12 +288,15 @@ def open_split(
     host_preprocess: HostPreprocess | None = None,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     classes: tuple[int, ...] = (),
+    bad_images: str = screening.SKIP,
 ) -> StreamedSplit:
     """The split ``spec`` of ``builder`` (e.g. ``tfds.builder(dataset, data_dir=DIR)``, or
     ``tfds.ImageFolder(root)``), cut into ``num_shards`` data shards; ``name`` (default: the
     builder's) names the dataset in ``StreamedSplit.name`` = ``"name:spec"``. ``classes``: keep
     only these classes, renumbered 0..k-1 in the order given (image folders only: their labels
-    are known without reading the images).
+    are known without reading the images). ``bad_images``: what an image folder's unreadable
+    files do, ``"skip"`` (left out, in ``left_out``) or ``"fail"`` (:class:`BadImageError`),
+    found by decoding every file of the split once (:mod:`swinjax.data.screening`).
 
     Raises :class:`ConfigError` for a builder without ``image`` / class ``label`` features,
     variable-size images without ``host_preprocess``, bad sizes, or classes on a dataset of
@@ -250,33 +314,48 @@ def open_split(
         raise ConfigError(f"num_shards must be an int >= 1, got {num_shards!r}")
     if shuffle_buffer < 1:
         raise ConfigError(f"shuffle_buffer must be >= 1, got {shuffle_buffer}")
+    screening.check_policy(bad_images)
     ranges = split_ranges(name, spec, split_sizes(builder, name))
     label = builder.info.features["label"]
     names = tuple(getattr(label, "names", None) or ())
     subset = ClassSubset(classes, int(label.num_classes), f"{name}:{spec}") if classes else None
-    shards = _shards(builder, name, ranges, num_shards, subset)
+    whose = subset.name if subset else f"{name}:{spec}"
+    shards, left_out = _shards(builder, name, ranges, num_shards, subset, bad_images, whose)
     if min(shard.size for shard in shards) < 1:
+        readable = " readable" if left_out else ""
         raise InvalidSplitError(
-            f"split {spec!r} of {name!r} has {sum(shard.size for shard in shards)} examples"
-            f"{' of those classes' if subset else ''}: too few for {num_shards} non-empty shards"
+            f"split {spec!r} of {name!r} has {sum(shard.size for shard in shards)}{readable} "
+            f"examples{' of those classes' if subset else ''}: too few for {num_shards} "
+            "non-empty shards"
         )
     return StreamedSplit(
         builder=builder,
-        name=subset.name if subset else f"{name}:{spec}",
+        name=whose,
         num_classes=len(classes) if subset else int(label.num_classes),
         class_names=subset.class_names(names) if subset else names,
         image_shape=(*(host_preprocess.output_size if host_preprocess else fixed), channels),
         shards=tuple(shards),
         host_preprocess=host_preprocess,
         shuffle_buffer=int(shuffle_buffer),
+        left_out=left_out,
     )
 
 
 def _shards(
-    builder: Any, name: str, ranges: list, num_shards: int, subset: ClassSubset | None
-) -> list[RecordShard | FileShard]:
+    builder: Any,
+    name: str,
+    ranges: list,
+    num_shards: int,
+    subset: ClassSubset | None,
+    bad_images: str,
+    whose: str,
+) -> tuple[list[RecordShard | FileShard], tuple[BadImage, ...]]:
+    """The data shards, and the unreadable files left out of them (image folders: screened)."""
     if shards_lib.is_image_folder(builder):
-        return shards_lib.file_shards(builder, ranges, num_shards, subset)
+        files = shards_lib.folder_files(builder, ranges, subset)
+        paths = [path for chosen in files for path, _ in chosen]
+        bad = screening.screen(paths, policy=bad_images, name=whose)
+        return shards_lib.file_shards(files, num_shards, {b.path for b in bad}), bad
     if subset is not None:
         raise ConfigError(
             f"config.classes on {name!r}, streamed: the labels of a tfds dataset's records are "
@@ -284,7 +363,7 @@ def _shards(
             "size that fit in memory), or an image folder (imagefolder:ROOT), whose labels come "
             "from its folder names"
         )
-    return shards_lib.record_shards(ranges, num_shards)
+    return shards_lib.record_shards(ranges, num_shards), ()
 
 
 def _concat_shards(parts: list) -> Any:

@@ -15,7 +15,8 @@ Set-up is :func:`swinjax.training.setup.setup_run` and the loop :mod:`swinjax.tr
 (both shared with sweeps, the benchmark and evaluation); this module restores or initializes the
 state, opens the workdir's outputs once that has succeeded, and decides what happens at the end of
 each epoch (validation, metrics, checkpoint) and at the end (plots, test evaluation, sample
-predictions). The workdir gets ``config.json`` and ``classes.json`` (the class names).
+predictions). The workdir gets ``config.json``, ``classes.json`` (the class names) and, where
+image files were left out as unreadable, ``bad_images.txt``.
 """
 
 from __future__ import annotations
@@ -33,12 +34,14 @@ from tqdm import tqdm
 
 from swinjax import config as config_lib
 from swinjax import weights
+from swinjax.data import screening
 from swinjax.training import checkpoint, evaluation, loop, parallel, plots, writers
 from swinjax.training.setup import Run, setup_run
 from swinjax.training.workdir import (
     CONFIG_FILE,
     check_workdir,
     class_names,
+    save_bad_images,
     save_class_names,
     save_config,
 )
@@ -113,8 +116,17 @@ def _open_outputs(run: Run, workdir: Path) -> _Outputs:
     if run.main_process:
         save_config(workdir, run.config)
         save_class_names(workdir, class_names(run.splits["train"]))
+        _save_bad_images(workdir, run)
     ckpt = checkpoint.Checkpointer(workdir, keep=run.config.keep_checkpoints)
     return _Outputs(workdir, ckpt, writers.create_writer(workdir, enabled=run.main_process))
+
+
+def _save_bad_images(workdir: Path, run: Run) -> None:
+    """``bad_images.txt``: the unreadable image files left out of the run's splits."""
+    bad = screening.left_out(run.splits.values())
+    path = save_bad_images(workdir, bad)
+    if path is not None:
+        tqdm.write(f"{len(bad)} unreadable image files left out of the run, listed in {path}")
 
 
 def _initial_state(run: Run, workdir: Path) -> tuple[Any, loop.Position]:

@@ -3,9 +3,11 @@
 A training workdir holds ``config.json`` (:func:`save_config`, read back by :func:`load_config`,
 brought forward where an older release wrote it), ``classes.json``: the class names of the
 training split, in label order, so that what reads the workdir later (evaluation, a prediction)
-can name the classes, and ``checkpoints/`` (:mod:`swinjax.training.checkpoint`). A sweep's
-workdir holds its own config file (:mod:`swinjax.sweeps.runner`). :func:`check_workdir` is the
-one check that a workdir may take a run: nothing in it is overwritten by a run of another config.
+can name the classes, ``bad_images.txt`` (:func:`save_bad_images`: the image files left out as
+unreadable, ``config.bad_images='skip'``), and ``checkpoints/``
+(:mod:`swinjax.training.checkpoint`). A sweep's workdir holds its own config file
+(:mod:`swinjax.sweeps.runner`). :func:`check_workdir` is the one check that a workdir may take a
+run: nothing in it is overwritten by a run of another config.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from typing import Any
 import ml_collections
 
 from swinjax import config as config_lib
+from swinjax.data.image_files import BadImage
 from swinjax.errors import CheckpointError, ConfigError
 
 CONFIG_FILE = "config.json"
 CLASSES_FILE = "classes.json"
 CHECKPOINT_DIR = "checkpoints"
+BAD_IMAGES_FILE = "bad_images.txt"
 
 
 def save_config(workdir: str | Path, config: ml_collections.ConfigDict) -> None:
@@ -116,3 +120,15 @@ def check_classes(workdir: Path, split: Any) -> None:
         f"({CLASSES_FILE}): {'; '.join(differ[:5])}; score it on the dataset (and "
         "config.classes) it was trained with"
     )
+
+
+def save_bad_images(workdir: Path, bad: Sequence[BadImage]) -> Path | None:
+    """Writes ``WORKDIR/bad_images.txt``: one line per unreadable image file left out of the
+    run's splits, ``PATH<tab>REASON``, in the order given; returns its path. With none, removes
+    the file an earlier start of the run may have written and returns None."""
+    path = Path(workdir) / BAD_IMAGES_FILE
+    if not bad:
+        path.unlink(missing_ok=True)
+        return None
+    path.write_text("".join(f"{b.path}\t{b.reason}\n" for b in bad))
+    return path
