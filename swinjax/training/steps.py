@@ -1,5 +1,6 @@
 """The jitted step functions: ``train_step(state, batch) -> (state, metrics)``,
-``eval_step(state, batch) -> sums`` and ``predict(state, images) -> logits``.
+``eval_step(state, batch) -> sums``, ``predict(state, images) -> logits`` and
+``features(state, images, kind)``.
 
 They are module-level functions, jitted once under their own names (``jit(train_step)`` in
 compile logs and profiles), the train state donated. Everything a sweep varies lives in the
@@ -143,6 +144,18 @@ def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainSta
     return _one_train_step(state, batch)
 
 
+def _logits(state: TrainState, images: jax.Array, tta: bool, tta_shift: int) -> jax.Array:
+    """The model's logits for a batch of images; with ``tta`` the scores of the views
+    :func:`tta_views` makes (:func:`tta_scores`)."""
+    x = _inputs(state, images)
+    if not tta:
+        return state.model.apply({"params": state.params}, x)
+    views_VBHWC = tta_views(x, tta_shift)
+    V, B = views_VBHWC.shape[:2]  # every image is scored on its own: one batch of V * B
+    logits = state.model.apply({"params": state.params}, views_VBHWC.reshape(V * B, *x.shape[1:]))
+    return tta_scores(logits.reshape(V, B, -1))
+
+
 def _one_eval_step(
     state: TrainState, batch: dict[str, jax.Array], tta: bool = False, tta_shift: int = 0
 ) -> dict[str, jax.Array]:
@@ -150,16 +163,7 @@ def _one_eval_step(
     label smoothing, as Keras reports it), ``top1``, ``top5``, and their ``count``: add them up
     over batches and divide once, exact whatever the padding. ``tta``: scored on the average of
     the softmaxes of the views :func:`tta_views` makes (:func:`tta_scores`)."""
-    x = _inputs(state, batch["image"])
-    if tta:
-        views_VBHWC = tta_views(x, tta_shift)
-        V, B = views_VBHWC.shape[:2]  # every image is scored on its own: one batch of V * B
-        logits = state.model.apply(
-            {"params": state.params}, views_VBHWC.reshape(V * B, *x.shape[1:])
-        )
-        logits = tta_scores(logits.reshape(V, B, -1))
-    else:
-        logits = state.model.apply({"params": state.params}, x)
+    logits = _logits(state, batch["image"], tta, tta_shift)
     labels = batch["label"]
     mask = batch.get("mask", jnp.ones(labels.shape, jnp.float32)).astype(jnp.float32)
     real = mask > 0
@@ -186,10 +190,29 @@ def eval_step(
     return one(state, batch)
 
 
-@jax.jit
-def predict(state: TrainState, images: jax.Array) -> jax.Array:
-    """Logits for a batch of (uint8 or [0, 1] float) images."""
-    return state.model.apply({"params": state.params}, _inputs(state, images))
+@functools.partial(jax.jit, static_argnames=("tta", "tta_shift"))
+def predict(
+    state: TrainState, images: jax.Array, tta: bool = False, tta_shift: int = 0
+) -> jax.Array:
+    """Logits for a batch of (uint8 or [0, 1] float) images; with ``tta`` the log of the
+    views' average probabilities (as :func:`eval_step` scores them)."""
+    return _logits(state, images, tta, tta_shift)
+
+
+@functools.partial(jax.jit, static_argnames=("kind",))
+def features(state: TrainState, images: jax.Array, kind: str = "pooled") -> Any:
+    """Features of a batch of images, float32: ``kind="pooled"`` the head's input ``[B, C]``
+    (``forward_head(..., pre_logits=True)``), ``"stages"`` the list of every stage's output
+    map ``[B, H_s, W_s, C_s]`` (``forward_intermediates``)."""
+    variables, x = {"params": state.params}, _inputs(state, images)
+    apply = state.model.apply
+    if kind == "pooled":
+        tokens = apply(variables, x, method="forward_features")
+        return apply(variables, tokens, pre_logits=True, method="forward_head")
+    if kind == "stages":
+        maps = apply(variables, x, intermediates_only=True, method="forward_intermediates")
+        return [m.astype(jnp.float32) for m in maps]
+    raise ValueError(f"features kind {kind!r}: 'pooled' or 'stages'")
 
 
 def check_finite(metrics: dict[str, Any], step: int) -> None:
