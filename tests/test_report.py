@@ -13,6 +13,7 @@ from sklearn import metrics as sk_metrics
 from swinjax import eval as eval_cli
 from swinjax.serve.report import figures, metrics, writer
 from swinjax.training import evaluation, plots, trainer
+from swinjax.training.setup import setup_run
 from tests.conftest import make_tiny_config
 
 FILES = ("report.json", "index.html", *writer.FIGURES.values())
@@ -79,25 +80,34 @@ def test_ece_is_zero_when_calibrated_and_the_gap_when_overconfident() -> None:
     assert metrics.calibration(probs, labels)[0] == pytest.approx(0.25, abs=1e-6)
 
 
-def test_a_hundred_class_report_renders(tmp_path) -> None:
+def test_a_hundred_class_confusion_figure_renders(tmp_path) -> None:
     probs_EK, labels_E = _toy(num_examples=2000, num_classes=100, seed=1)
     names = [f"class_{k:03d}" for k in range(100)]
     numbers = metrics.report_numbers(probs_EK, labels_E, names)
-    order = figures.recall_order(np.asarray(numbers["confusion"]))
+    confusion_KK = np.asarray(numbers["confusion"])
+    order = figures.recall_order(confusion_KK)
     recall = [numbers["per_class"][k]["recall"] for k in order]
     assert sorted(order.tolist()) == list(range(100)) and recall == sorted(recall)
-    fig = figures.confusion_figure(np.asarray(numbers["confusion"]), names, numbers["top_confusions"])
-    assert len(fig.axes[0].get_xticklabels()) == 100
-    plots.save_figure(fig, tmp_path / "confusion.png")
-    wrong = np.flatnonzero(probs_EK.argmax(-1) != labels_E)[:8]
-    images = np.random.default_rng(0).integers(0, 255, (8, 16, 16, 3), dtype=np.uint8)
+    fig = figures.confusion_figure(confusion_KK, names, numbers["top_confusions"])
+    ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert ticks == [names[k] for k in order]
+    assert plots.save_figure(fig, tmp_path / "confusion.png").stat().st_size > 0
+
+
+def test_write_report_writes_every_file(tmp_path) -> None:
+    probs_EK, labels_E = _toy(num_examples=60, num_classes=4)
+    names = ["cat", "dog", "<b>fish</b>", "bird"]
+    wrong = np.flatnonzero(probs_EK.argmax(-1) != labels_E)[:5]
+    images = np.random.default_rng(0).integers(0, 255, (len(wrong), 16, 16, 3), dtype=np.uint8)
     predictions = evaluation.SplitPredictions(probs_EK, labels_E, wrong, images)
-    record = {"top1": numbers["top1"], "num_examples": 2000, "step": 1, "split": "test"}
-    writer.write_report(tmp_path / "r", record, predictions, names)
+    record = {"top1": 0.5, "num_examples": 60, "step": 1, "split": "test"}
+    report = writer.write_report(tmp_path / "r", record, predictions, names)
     for name in FILES:
         assert (tmp_path / "r" / name).stat().st_size > 0, name
+    assert json.loads((tmp_path / "r" / "report.json").read_text()) == report
     page = (tmp_path / "r" / "index.html").read_text()
     assert all(f'src="{png}"' in page for png in writer.FIGURES.values())
+    assert "&lt;b&gt;fish&lt;/b&gt;" in page and "<b>fish" not in page
 
 
 def test_report_dir_other_files_or_an_old_report_are_refused(tmp_path) -> None:
@@ -114,6 +124,27 @@ def test_report_dir_other_files_or_an_old_report_are_refused(tmp_path) -> None:
     assert writer.check_report_dir(tmp_path / "old", overwrite=True) == tmp_path / "old"
 
 
+def test_split_predictions_agree_with_evaluate() -> None:
+    tta = True  # the path with views (flip only: two)
+    run = setup_run(make_tiny_config(), splits={"val": "train[:40]"}, train=False)
+    state, split = run.take_state(), run.splits["val"]
+    scores = evaluation.evaluate(state, split, 16, run.mesh, tta=tta, tta_shift=0)
+    kw = {"tta": tta, "tta_shift": 0, "keep_mistakes": 5}
+    got = evaluation.split_predictions(state, split, 16, run.mesh, **kw)
+    n = split.num_examples
+    assert got.probs_EK.shape == (n, split.num_classes) and got.labels_E.shape == (n,)
+    np.testing.assert_allclose(got.probs_EK.sum(-1), 1.0, rtol=1e-5)
+    correct = (got.probs_EK.argmax(-1) == got.labels_E).sum()
+    assert correct == round(scores["top1"] * n)
+    confidence = got.probs_EK[got.kept_E].max(-1)
+    assert (got.probs_EK[got.kept_E].argmax(-1) != got.labels_E[got.kept_E]).all()
+    assert len(got.kept_E) == min(5, n - correct) and (np.diff(confidence) <= 0).all()
+    wrong = got.probs_EK.argmax(-1) != got.labels_E
+    assert confidence[-1] >= np.sort(got.probs_EK[wrong].max(-1))[-len(got.kept_E)]
+    first = next(split.eval_batches(n))["image"]
+    np.testing.assert_array_equal(got.images_EHWC, first[got.kept_E])
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("report_run")
@@ -121,6 +152,7 @@ def tiny_run(tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow
 def test_eval_report_matches_the_evaluation(tiny_run, tmp_path, capsys) -> None:
     out = tmp_path / "report"
     argv = ["swinjax.eval", "--ckpt", str(tiny_run), "--report", str(out)]
@@ -140,3 +172,9 @@ def test_eval_report_matches_the_evaluation(tiny_run, tmp_path, capsys) -> None:
     assert len(report["mistakes"]) == min(wrong, writer.NUM_MISTAKES)
     assert eval_cli.main(argv) == 2  # the report is there: refused without --overwrite_report
     assert "--overwrite_report" in capsys.readouterr().err
+    more = ["--split", "val", "--best", "--tta", "--overwrite_report"]
+    assert eval_cli.main(argv + more) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    report = json.loads((out / "report.json").read_text())
+    assert record["tta"] and report["overall"]["split"] == "val" and report["num_examples"] == 120
+    assert np.trace(report["confusion"]) == round(record["top1"] * 120)

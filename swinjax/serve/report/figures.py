@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 
 from swinjax.training import plots
@@ -37,8 +38,8 @@ def confusion_figure(
 ) -> Figure:
     """The confusion matrix, each row divided by its class's count (so a row shows where that
     class's examples went), rows and columns in :func:`recall_order`, class names as tick labels
-    (up to :data:`MAX_TICK_LABELS` classes, smaller as there are more); beside it the largest
-    confusions as a list."""
+    (up to :data:`MAX_TICK_LABELS` classes, smaller as there are more), a square-root colour
+    scale; beside it the largest confusions as a list."""
     K = len(class_names)
     order = recall_order(confusion_KK)
     rows_KK = confusion_KK[order][:, order].astype(np.float64)
@@ -47,8 +48,10 @@ def confusion_figure(
     fig = Figure(figsize=(side + 3.6, side))
     grid = fig.add_gridspec(1, 2, width_ratios=(side, 3.6))
     ax = fig.add_subplot(grid[0])
-    image = ax.imshow(rows_KK, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
-    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="share of the true class")
+    # A square-root colour scale: confusions of a few percent stay visible beside the diagonal.
+    norm = PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0)
+    image = ax.imshow(rows_KK, cmap="Blues", norm=norm, interpolation="nearest")
+    fig.colorbar(image, ax=ax, fraction=0.03, shrink=0.5, pad=0.02, label="share of the true class")
     if K <= MAX_TICK_LABELS:
         names = [str(class_names[k]) for k in order]
         size = _tick_size(K)
