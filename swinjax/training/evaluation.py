@@ -248,7 +248,7 @@ def split_predictions(
     mesh = parallel.make_mesh() if mesh is None else mesh
     state = parallel.replicate(state, mesh)
     sharding = parallel.batch_sharding(mesh)
-    probs, labels = [], []
+    probs, labels, seen = [], [], 0
     kept = _Kept(keep_mistakes)
     for batch in data.eval_batches(split, padded_batch_size(batch_size, mesh.size)):
         real_B = np.asarray(batch["mask"]) > 0
@@ -256,9 +256,10 @@ def split_predictions(
         logits = steps.predict(state, images, tta=tta, tta_shift=tta_shift)
         probs_BK = np.asarray(jax.device_get(jax.nn.softmax(logits)), np.float32)[real_B]
         labels_B = np.asarray(batch["label"])[real_B]
-        kept.offer(sum(len(p) for p in probs), probs_BK, labels_B, batch["image"][real_B])
+        kept.offer(seen, probs_BK, labels_B, batch["image"][real_B])
         probs.append(probs_BK)
         labels.append(labels_B)
+        seen += len(labels_B)
     if not probs:
         raise ValueError(f"split {split.name!r} is empty; nothing to predict")
     return SplitPredictions(

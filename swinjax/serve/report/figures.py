@@ -17,6 +17,8 @@ from swinjax.training import plots
 
 # Above this many classes the confusion matrix has no tick labels (they could not be read).
 MAX_TICK_LABELS = 200
+# Up to this many classes each cell of the confusion matrix shows its percentage.
+MAX_CELL_LABELS = 20
 
 
 def recall_order(confusion_KK: np.ndarray) -> np.ndarray:
@@ -45,27 +47,33 @@ def confusion_figure(
     rows_KK = confusion_KK[order][:, order].astype(np.float64)
     rows_KK /= np.maximum(rows_KK.sum(1, keepdims=True), 1)
     side = float(np.clip(0.11 * K + 3, 5, 16))
-    fig = Figure(figsize=(side + 3.6, side))
-    grid = fig.add_gridspec(1, 2, width_ratios=(side, 3.6))
-    ax = fig.add_subplot(grid[0])
+    fig = Figure(figsize=(side + 3.2, side))
+    ax, text_ax = fig.subplots(1, 2, width_ratios=(side, 3.2))
     # A square-root colour scale: confusions of a few percent stay visible beside the diagonal.
     norm = PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0)
     image = ax.imshow(rows_KK, cmap="Blues", norm=norm, interpolation="nearest")
-    fig.colorbar(image, ax=ax, fraction=0.03, shrink=0.5, pad=0.02, label="share of the true class")
+    bar_ax = ax.inset_axes((1.02, 0.0, 0.025, 1.0))
+    fig.colorbar(image, cax=bar_ax, label="share of the true class")
     if K <= MAX_TICK_LABELS:
         names = [str(class_names[k]) for k in order]
         size = _tick_size(K)
         ax.set_xticks(range(K), names, rotation=90, fontsize=size)
         ax.set_yticks(range(K), names, fontsize=size)
+    if K <= MAX_CELL_LABELS:
+        for (i, j), share in np.ndenumerate(rows_KK):
+            if share >= 0.005:
+                color = "white" if share > 0.45 else "black"
+                ax.text(
+                    j, i, f"{100 * share:.0f}", ha="center", va="center", fontsize=7, color=color
+                )
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class (worst recall first)")
-    ax.set_title("confusion matrix (rows normalised)")
-    text_ax = fig.add_subplot(grid[1])
+    ax.set_title("confusion matrix (% of each true class)")
     text_ax.axis("off")
     lines = [f"{c['count']:>5}  {c['true_name']} -> {c['predicted_name']}" for c in top_confusions]
     text_ax.set_title("top confusions (count)", fontsize=9, loc="left")
     text_ax.text(
-        0.0,
+        0.05,
         1.0,
         "\n".join(lines[:25]) or "none",
         va="top",
@@ -79,7 +87,8 @@ def confusion_figure(
 
 def reliability_figure(bins: Sequence[dict[str, Any]], ece: float) -> Figure:
     """The reliability diagram (each confidence bin's accuracy against the diagonal, the gap to
-    it shaded) over the histogram of the top-1 confidences; the ECE in the title."""
+    the bin's mean confidence hatched) over the histogram of the top-1 confidences; the ECE in
+    the title."""
     fig = Figure(figsize=(5.5, 6.5))
     ax, hist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": (3, 1)})
     lo = np.asarray([b["lo"] for b in bins])
@@ -90,7 +99,8 @@ def reliability_figure(bins: Sequence[dict[str, Any]], ece: float) -> Figure:
     acc = np.asarray([b["accuracy"] for b in filled])
     conf = np.asarray([b["confidence"] for b in filled])
     ax.bar(x, acc, width=w, align="edge", color="C0", edgecolor="k", lw=0.5, label="accuracy")
-    ax.bar(x, conf - acc, bottom=acc, width=w, align="edge", color="C3", alpha=0.3, label="gap")
+    gap = {"fill": False, "hatch": "//", "edgecolor": "C3", "lw": 0.5, "label": "gap to confidence"}
+    ax.bar(x, conf - acc, bottom=acc, width=w, align="edge", **gap)
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfectly calibrated")
     ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy")
     ax.set_title(f"reliability (ECE = {100 * ece:.2f}%)")
