@@ -50,6 +50,7 @@ sweep: install
 	$(PY) -m swinjax.sweep --config $(SWEEP_CONFIG) --workdir $(SWEEP_WORKDIR) $(ARGS)
 
 # Scores a workdir's latest checkpoint: make eval CKPT=workdirs/keras_example [ARGS=--best]
+# (ARGS="--report reports/NAME": also the evaluation report, docs/evaluation.md)
 CKPT ?= $(WORKDIR)
 eval: install
 	$(PY) -m swinjax.eval --ckpt $(CKPT) $(ARGS)

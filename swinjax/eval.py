@@ -10,6 +10,12 @@ else is needed. The last line printed is one JSON object with ``loss``, ``top1``
 its mirror), with ``--tta_shift N`` (default: the run's ``eval_tta_shift``) also both moved
 by +-N pixels. A bad path or a checkpoint that does not match exits with status 2 and a
 message saying what is wrong.
+
+``--report DIR`` also writes the evaluation report of the same predictions into DIR
+(``report.json``, ``confusion.png``, ``reliability.png``, ``mistakes.png``, ``per_class.png``,
+``index.html``; see docs/evaluation.md) and adds ``report`` (DIR) to the record. A DIR that
+holds other files is refused; one that holds a report is replaced only with
+``--overwrite_report``.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ if __name__ == "__main__":  # first, before JAX or TensorFlow is imported: see s
 from absl import flags
 
 from swinjax import cli
+from swinjax.serve.report import writer as report_writer
 from swinjax.training import evaluation
 
 
@@ -47,6 +54,15 @@ def define_flags(fv: flags.FlagValues) -> None:
         flag_values=fv,
     )
     flags.DEFINE_integer("batch_size", 0, "0: the config's eval batch size", flag_values=fv)
+    flags.DEFINE_string(
+        "report", None, "also write the evaluation report into this directory", flag_values=fv
+    )
+    flags.DEFINE_bool(
+        "overwrite_report",
+        False,
+        "replace a report already in --report's directory",
+        flag_values=fv,
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -58,15 +74,18 @@ def main(argv: list[str]) -> int:
 
 
 def _work(fv: flags.FlagValues) -> dict:
-    return evaluation.evaluate_checkpoint(
-        fv.ckpt,
-        fv.split,
+    kwargs = dict(
         data_dir=fv.data_dir,
         best=fv.best,
         batch_size=fv.batch_size or None,  # 0: the config's
         tta=fv.tta,
         tta_shift=None if fv.tta_shift < 0 else fv.tta_shift,  # -1: the run's
     )
+    if fv.report:
+        return report_writer.evaluate_with_report(
+            fv.ckpt, fv.split, report_dir=fv.report, overwrite=fv.overwrite_report, **kwargs
+        )
+    return evaluation.evaluate_checkpoint(fv.ckpt, fv.split, **kwargs)
 
 
 if __name__ == "__main__":

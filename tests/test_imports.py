@@ -15,6 +15,7 @@ from tests.conftest import REPO
 PROBE = r"""
 import json, os, pkgutil, importlib, tempfile
 import jax, numpy, matplotlib, ml_collections, optax, flax, orbax.checkpoint
+import sklearn  # sets KMP_DUPLICATE_LIB_OK and KMP_INIT_AT_FORK when imported
 from absl import flags
 before = dict(os.environ)
 backend = matplotlib.get_backend()

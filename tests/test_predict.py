@@ -96,7 +96,8 @@ def test_predictions_equal_eval_logits_and_bad_files_get_their_reason(run, predi
     # eval's view of the same images: the run's test split, one image per class
     config = workdir.load_config(run_dir)
     split = data.load_split(config, "test", input_size(config))
-    eval_logits, labels = evaluation.split_logits(predictor.state, split, BATCH)
+    evaluated = evaluation.split_predictions(predictor.state, split, BATCH)
+    eval_logits, labels = evaluated.logits_EK, evaluated.labels_E
     by_class = {"cat": "big.jpg", "dog": "small.png", "emu": "gray.png"}
     for row, label in zip(eval_logits, labels, strict=True):
         mine = logits[names[by_class[CLASSES[label]]]]
@@ -254,7 +255,8 @@ def test_a_fixed_size_run_takes_its_images_as_eval_does(tmp_path) -> None:
     ckpt.close()
     predictor = Predictor.load(tmp_path / "run", batch_size=BATCH)
     assert predictor.view.image_shape == (16, 16, 3) and not predictor.view.always_crop
-    eval_logits, _ = evaluation.split_logits(predictor.state, fitted.splits["test"], BATCH)
+    evaluated = evaluation.split_predictions(predictor.state, fitted.splits["test"], BATCH)
+    eval_logits = evaluated.logits_EK
     images = next(data.eval_batches(fitted.splits["test"], BATCH))["image"]
     for i, image in enumerate(images):
         Image.fromarray(image).save(tmp_path / f"{i}.png")

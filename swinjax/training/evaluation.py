@@ -7,11 +7,14 @@ One implementation for one model and for a population (a state with a leading me
 - :func:`evaluate_for_config`: as a run validates and tests: the parameters and their EMA, with
   the config's test-time augmentation and evaluation batch size (training, sweeps, the benchmark
   and ``python -m swinjax.eval`` all score through it);
-- :func:`evaluate_checkpoint`: a saved checkpoint of a workdir on one split (``swinjax.eval``).
+- :func:`evaluate_checkpoint`: a saved checkpoint of a workdir on one split (``swinjax.eval``);
+  :func:`restore_checkpoint_split` and :func:`evaluate_restored` are its two halves;
+- :func:`split_predictions`: every example's probabilities and label, for the evaluation report.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +130,51 @@ def evaluate_checkpoint(
     the run's ``eval_tta_shift``). The record: ``loss``, ``top1``, ``top5``, ``num_examples``
     (and ``ema_*`` for a run with an EMA), ``step``, ``split``, ``tta``, ``tta_shift``.
     """
+    restored = restore_checkpoint_split(path, split, data_dir=data_dir, best=best)
+    return evaluate_restored(restored, batch_size=batch_size, tta=tta, tta_shift=tta_shift)
+
+
+def evaluate_restored(
+    restored: CheckpointSplit,
+    *,
+    batch_size: int | None = None,
+    tta: bool = False,
+    tta_shift: int | None = None,
+) -> dict[str, Any]:
+    """:func:`evaluate_checkpoint`'s record for a checkpoint already restored."""
+    config, state = restored.config, restored.state
+    tta, tta_shift = tta_settings(config, tta, tta_shift)
+    metrics = evaluate_for_config(
+        state,
+        restored.split,
+        config,
+        restored.mesh,
+        tta=tta,
+        tta_shift=tta_shift,
+        batch_size=batch_size,
+    )
+    split = restored.split_name
+    return {**metrics, "step": int(state.step), "split": split, "tta": tta, "tta_shift": tta_shift}
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointSplit:
+    """A saved checkpoint restored with one split of its run's dataset
+    (:func:`restore_checkpoint_split`)."""
+
+    config: ml_collections.ConfigDict  # the run's saved config
+    state: Any  # the restored train state, replicated over ``mesh``
+    split: data.Split
+    split_name: str  # as asked: test, val, train or a split string
+    mesh: Mesh
+    workdir: Path
+
+
+def restore_checkpoint_split(
+    path: str | Path, split: str = "test", *, data_dir: str | None = None, best: bool = False
+) -> CheckpointSplit:
+    """The checkpoint at ``path`` and the run's ``split``, as :func:`evaluate_checkpoint` reads
+    them (its arguments); a UserError for a bad path, a missing split or other classes."""
     run_dir, which, config = inference.open_checkpoint(path, best=best)
     if data_dir:
         config.data_dir = data_dir
@@ -139,17 +187,14 @@ def evaluate_checkpoint(
     run = setup_run(config, splits={split: spec}, train=False)
     workdir.check_classes(run_dir, run.splits[split])
     state, _ = checkpoint.restore(run_dir, which, run.take_state())
-    tta, tta_shift = tta_settings(config, tta, tta_shift)
-    metrics = evaluate_for_config(
-        state,
-        run.splits[split],
-        config,
-        run.mesh,
-        tta=tta,
-        tta_shift=tta_shift,
-        batch_size=batch_size,
+    return CheckpointSplit(
+        config=config,
+        state=state,
+        split=run.splits[split],
+        split_name=split,
+        mesh=run.mesh,
+        workdir=run_dir,
     )
-    return {**metrics, "step": int(state.step), "split": split, "tta": tta, "tta_shift": tta_shift}
 
 
 def _means(totals_P: dict[str, np.ndarray], i: int, split: data.Split) -> dict[str, float]:
@@ -170,13 +215,81 @@ def predict_samples(state: Any, split: Any, n: int) -> tuple[np.ndarray, ...]:
     return images, labels, np.asarray(jax.device_get(logits)).argmax(-1)
 
 
-def split_logits(state: Any, split: data.Split, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(logits [N, K], labels [N])`` of every example of ``split``, in its order, as evaluation
-    reads them (one process, one device; padding dropped)."""
-    logits, labels = [], []
-    for batch in data.eval_batches(split, batch_size):
-        real = np.asarray(batch["mask"]) > 0
-        out = steps.predict(state, jnp.asarray(batch["image"]))
-        logits.append(np.asarray(jax.device_get(out))[real])
-        labels.append(np.asarray(batch["label"])[real])
-    return np.concatenate(logits), np.concatenate(labels)
+@dataclasses.dataclass(frozen=True)
+class SplitPredictions:
+    """Every example of a split, in its order (:func:`split_predictions`)."""
+
+    logits_EK: np.ndarray  # float32 logits (with TTA: the log of the views' mean softmax)
+    probs_EK: np.ndarray  # float32 class probabilities (with TTA: the views' average)
+    labels_E: np.ndarray  # int labels
+    kept_E: np.ndarray  # indices of the examples whose images are kept, best first
+    images_EHWC: np.ndarray  # their images as evaluation reads them, in ``kept_E``'s order
+
+
+def split_predictions(
+    state: Any,
+    split: data.Split,
+    batch_size: int,
+    mesh: Mesh | None = None,
+    *,
+    tta: bool = False,
+    tta_shift: int = 0,
+    keep_mistakes: int = 0,
+) -> SplitPredictions:
+    """The probabilities and labels of every example of ``split`` through ``steps.predict``
+    (``tta`` as :func:`evaluate`), data parallel over ``mesh`` as :func:`evaluate`; the images
+    of the ``keep_mistakes`` most confident mistakes (top-1 wrong, highest predicted
+    probability) are kept, only theirs (no split is held whole)."""
+    mesh = parallel.make_mesh() if mesh is None else mesh
+    state = parallel.replicate(state, mesh)
+    sharding = parallel.batch_sharding(mesh)
+    logits, probs, labels, seen = [], [], [], 0
+    kept = _Kept(keep_mistakes)
+    for batch in data.eval_batches(split, padded_batch_size(batch_size, mesh.size)):
+        real_B = np.asarray(batch["mask"]) > 0
+        images = parallel.put_batch(batch["image"], sharding)
+        out_BK = steps.predict(state, images, tta=tta, tta_shift=tta_shift)
+        logits_BK = np.asarray(jax.device_get(out_BK), np.float32)[real_B]
+        probs_BK = np.asarray(jax.device_get(jax.nn.softmax(out_BK)), np.float32)[real_B]
+        labels_B = np.asarray(batch["label"])[real_B]
+        kept.offer(seen, probs_BK, labels_B, batch["image"][real_B])
+        logits.append(logits_BK)
+        probs.append(probs_BK)
+        labels.append(labels_B)
+        seen += len(labels_B)
+    if not probs:
+        raise ValueError(f"split {split.name!r} is empty; nothing to predict")
+    return SplitPredictions(
+        logits_EK=np.concatenate(logits),
+        probs_EK=np.concatenate(probs),
+        labels_E=np.concatenate(labels),
+        kept_E=kept.index_E,
+        images_EHWC=kept.images_EHWC,
+    )
+
+
+class _Kept:
+    """The running ``n`` most confident mistakes: their indices, confidences and images."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.index_E = np.zeros((0,), np.int64)
+        self.conf_E = np.zeros((0,), np.float32)
+        self.images_EHWC: np.ndarray | None = None
+
+    def offer(
+        self, start: int, probs_BK: np.ndarray, labels_B: np.ndarray, images_BHWC: np.ndarray
+    ) -> None:
+        """Considers a batch whose first example is number ``start`` of the split."""
+        images_BHWC = np.asarray(images_BHWC)
+        if self.images_EHWC is None:
+            self.images_EHWC = images_BHWC[:0]
+        wrong_B = probs_BK.argmax(-1) != labels_B
+        if self.n <= 0 or not wrong_B.any():
+            return
+        conf_E = np.concatenate([self.conf_E, probs_BK.max(-1)[wrong_B]])
+        index_E = np.concatenate([self.index_E, start + np.flatnonzero(wrong_B)])
+        images_EHWC = np.concatenate([self.images_EHWC, images_BHWC[wrong_B]])
+        order = np.argsort(-conf_E, kind="stable")[: self.n]
+        self.conf_E, self.index_E = conf_E[order], index_E[order]
+        self.images_EHWC = images_EHWC[order]

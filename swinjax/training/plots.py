@@ -34,7 +34,7 @@ def plot_history(epochs: Sequence[dict], path: str | Path) -> Path:
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_predictions(
@@ -47,7 +47,9 @@ def plot_predictions(
 ) -> Path:
     """A grid of images, each titled with its true class over the predicted one (green when
     right, red when wrong): :func:`predictions_figure` written to ``path``."""
-    return _save(predictions_figure(images_EHWC, labels_E, predicted_E, class_names, columns), path)
+    return save_figure(
+        predictions_figure(images_EHWC, labels_E, predicted_E, class_names, columns), path
+    )
 
 
 def predictions_figure(
@@ -56,9 +58,11 @@ def predictions_figure(
     predicted_E: np.ndarray,
     class_names: Sequence[str] | None,
     columns: int = 6,
+    confidences_E: np.ndarray | None = None,
 ) -> Figure:
-    """The grid of :func:`plot_predictions`: titles ``"true: cat\npred: dog"``; a class without
-    a name (or ``class_names`` None) shows its number."""
+    """The grid of :func:`plot_predictions`: titles ``"true: cat\npred: dog"`` (with
+    ``confidences_E``, the predicted class's probability after it: ``"pred: dog (0.93)"``); a
+    class without a name (or ``class_names`` None) shows its number."""
     n = len(images_EHWC)
     rows = max(1, -(-n // columns))
     fig = Figure(figsize=(1.8 * columns, 2.2 * rows))
@@ -76,8 +80,9 @@ def predictions_figure(
             img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None
         )
         true, pred = int(labels_E[i]), int(predicted_E[i])
+        p = "" if confidences_E is None else f" ({float(confidences_E[i]):.2f})"
         ax.set_title(
-            f"true: {name(true)}\npred: {name(pred)}",
+            f"true: {name(true)}\npred: {name(pred)}{p}",
             fontsize=7,
             color="green" if true == pred else "red",
         )
@@ -117,10 +122,11 @@ def plot_sweep(results: Sequence[dict], keys: Sequence[str], path: str | Path) -
         ax.set_ylabel("validation top-1 (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Writes ``fig`` to ``path`` as a PNG (tight layout, 110 dpi); returns ``path``."""
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
