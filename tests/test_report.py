@@ -99,7 +99,13 @@ def test_write_report_writes_every_file(tmp_path) -> None:
     names = ["cat", "dog", "<b>fish</b>", "bird"]
     wrong = np.flatnonzero(probs_EK.argmax(-1) != labels_E)[:5]
     images = np.random.default_rng(0).integers(0, 255, (len(wrong), 16, 16, 3), dtype=np.uint8)
-    predictions = evaluation.SplitPredictions(probs_EK, labels_E, wrong, images)
+    predictions = evaluation.SplitPredictions(
+        logits_EK=np.log(probs_EK),
+        probs_EK=probs_EK,
+        labels_E=labels_E,
+        kept_E=wrong,
+        images_EHWC=images,
+    )
     record = {"top1": 0.5, "num_examples": 60, "step": 1, "split": "test"}
     report = writer.write_report(tmp_path / "r", record, predictions, names)
     for name in FILES:
