@@ -1,7 +1,7 @@
 """The ``[project.scripts]`` commands (``swinjax-train``, ``swinjax-eval``, ``swinjax-sweep``,
-``swinjax-bench``, ``swinjax-presets``): each runs its program exactly as ``python -m
-swinjax.X`` does, its first statement (:func:`swinjax.runtime.prepare_process`) included, before
-any of the program's imports. This module imports only the standard library and
+``swinjax-bench``, ``swinjax-presets``, ``swinjax-export``): each runs its program exactly as
+``python -m swinjax.X`` does, its first statement (:func:`swinjax.runtime.prepare_process`)
+included, before any of the program's imports. This module imports only the standard library and
 :mod:`swinjax.runtime`; the program is found by name when the command runs.
 """
 
@@ -40,3 +40,8 @@ def bench() -> None:
 def presets() -> None:
     """``swinjax-presets``: ``python -m swinjax.presets``."""
     _run("swinjax.presets")
+
+
+def export() -> None:
+    """``swinjax-export``: ``python -m swinjax.export``."""
+    _run("swinjax.export")

@@ -281,7 +281,9 @@ def test_script_commands_run_their_program() -> None:
     from swinjax import scripts
 
     commands = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert set(commands) == {f"swinjax-{n}" for n in ("train", "eval", "sweep", "bench", "presets")}
+    assert set(commands) == {
+        f"swinjax-{n}" for n in ("train", "eval", "sweep", "bench", "presets", "export")
+    }
     for target in commands.values():
         module, name = target.split(":")
         assert module == "swinjax.scripts" and callable(getattr(scripts, name))

@@ -7,11 +7,15 @@ One implementation for one model and for a population (a state with a leading me
 - :func:`evaluate_for_config`: as a run validates and tests: the parameters and their EMA, with
   the config's test-time augmentation and evaluation batch size (training, sweeps, the benchmark
   and ``python -m swinjax.eval`` all score through it);
-- :func:`evaluate_checkpoint`: a saved checkpoint of a workdir on one split (``swinjax.eval``).
+- :func:`evaluate_checkpoint`: a saved checkpoint of a workdir on one split (``swinjax.eval``);
+- :func:`restore_params`: a saved checkpoint's model and parameters alone, without its dataset
+  (``swinjax.export``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import types
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +25,14 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
+from swinjax import config as config_lib
 from swinjax import data
 from swinjax.data.batching import padded_batch_size
 from swinjax.errors import CheckpointError, ConfigError
 from swinjax.training import checkpoint, parallel, population, recipe, steps, workdir
 from swinjax.training import workdir as workdir_lib
 from swinjax.training.setup import setup_run
+from swinjax.training.state import create_train_state, image_shape
 
 # The splits of a saved run that ``evaluate_checkpoint`` names by role (other names are split
 # strings of the run's dataset).
@@ -156,6 +162,79 @@ def evaluate_checkpoint(
         batch_size=batch_size,
     )
     return {**metrics, "step": int(state.step), "split": split, "tta": tta, "tta_shift": tta_shift}
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+    """A saved model ready to run: ``model.apply({"params": params}, x)`` on images normalized
+    with ``mean``/``std`` (empty: scaled to [0, 1] only) at ``image_size`` (H, W)."""
+
+    config: ml_collections.ConfigDict
+    model: Any
+    params: Any
+    class_names: tuple[str, ...]
+    step: int
+    ema: bool  # whether ``params`` are the EMA of the parameters
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """The model's input (H, W)."""
+        return image_shape(self.model)[:2]
+
+
+def restore_params(path: str | Path, *, best: bool = False, ema: bool = False) -> Restored:
+    """The model and parameters of a saved checkpoint, without reading its dataset.
+
+    ``path``: a training workdir (its latest checkpoint, or with ``best`` the best by validation
+    top-1) or one checkpoint step (``WORKDIR/checkpoints/STEP``). ``ema``: the EMA of the
+    parameters (a run with ``ema_decay`` > 0). The model's classes and input channels are read
+    from the saved parameters' shapes, its input size from the saved config; the class names
+    from ``classes.json`` (the label numbers where the workdir has none). CheckpointError for a
+    bad path or checkpoint, before anything compiles.
+    """
+    run_dir, step = workdir_lib.resolve(Path(path))
+    if best and step is not None:
+        raise CheckpointError("--best takes a workdir, not a checkpoint step")
+    config = workdir_lib.load_config(run_dir)
+    config.distributed = False
+    which = "best" if best else "latest" if step is None else step
+    saved, _ = checkpoint.restore(run_dir, which)  # the parameters alone: their shapes
+    num_classes, channels = _saved_head_and_channels(saved, run_dir)
+    stand_in = types.SimpleNamespace(
+        image_shape=(*config_lib.input_size(config), channels), num_classes=num_classes
+    )
+    model = config_lib.build_model(config, stand_in)
+    template = create_train_state(config, model, steps_per_epoch=1)
+    state, _ = checkpoint.restore(run_dir, which, template)
+    if ema and state.ema_params is None:
+        raise CheckpointError(
+            f"the run in {run_dir} keeps no EMA of its parameters (config.ema_decay is 0); "
+            "leave out --ema"
+        )
+    names = workdir_lib.load_class_names(run_dir) or tuple(str(k) for k in range(num_classes))
+    return Restored(
+        config=config,
+        model=model,
+        params=state.ema_params if ema else state.params,
+        class_names=tuple(names),
+        step=int(state.step),
+        ema=ema,
+        mean=tuple(state.mean),
+        std=tuple(state.std),
+    )
+
+
+def _saved_head_and_channels(params: dict, run_dir: Path) -> tuple[int, int]:
+    """(number of classes, input channels) of saved parameters: the head's outputs (0: no
+    head) and the input channels of the patch embedding's first convolution."""
+    head = params.get("head", {}).get("fc", {}).get("kernel")
+    embed = params.get("patch_embed", {})
+    first = embed.get("proj") or embed.get("conv_0") or {}
+    if "kernel" not in first:
+        raise CheckpointError(f"the checkpoint in {run_dir} holds no patch embedding kernel")
+    return (0 if head is None else int(head.shape[-1])), int(first["kernel"].shape[2])
 
 
 def _means(totals_P: dict[str, np.ndarray], i: int, split: data.Split) -> dict[str, float]:

@@ -1,0 +1,84 @@
+"""Exporting a saved model, one format at a time (``python -m swinjax.export``).
+
+    restored = evaluation.restore_params("workdirs/demo")
+    record = export_model(restored, "stablehlo", Path("exports/demo_hlo"))
+
+Formats (each in a module of its own): ``timm`` (:mod:`swinjax.serve.export_timm`),
+``stablehlo`` (:mod:`swinjax.serve.export_stablehlo`), ``savedmodel``
+(:mod:`swinjax.serve.export_savedmodel`), ``onnx`` (:mod:`swinjax.serve.export_onnx`). The
+output is a directory; an existing non-empty one is refused unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from swinjax.errors import ConfigError
+from swinjax.training.evaluation import Restored
+
+FORMATS = ("timm", "stablehlo", "savedmodel", "onnx")
+
+
+def check_request(fmt: str, out: str | Path, overwrite: bool = False) -> Path:
+    """``out`` as a Path, after refusing an unknown format, an ``out`` that is a file, or a
+    non-empty ``out`` directory without ``overwrite`` (nothing is read or written here)."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "onnx":
+        from swinjax.serve.export_onnx import check_onnx
+
+        check_onnx()
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a directory to write the export into")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(
+            f"--out {out} exists and is not empty; choose another directory, or pass "
+            "--overwrite to replace it"
+        )
+    return out
+
+
+def export_model(
+    restored: Restored, fmt: str, out: str | Path, *, overwrite: bool = False
+) -> dict[str, Any]:
+    """Writes ``restored`` in format ``fmt`` into the directory ``out`` (replaced where
+    ``overwrite``); returns a record: format, out, files, step, ema, seconds."""
+    out = check_request(fmt, out, overwrite)
+    start = time.perf_counter()
+    if fmt == "timm":  # refused before the old export is removed
+        from swinjax.serve.export_timm import check_timm
+
+        check_timm(restored)
+    if out.is_dir() and overwrite:
+        shutil.rmtree(out)
+    files = _exporter(fmt)(restored, out)
+    return {
+        "format": fmt,
+        "out": str(out),
+        "files": [str(p.relative_to(out)) for p in files],
+        "step": restored.step,
+        "ema": restored.ema,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def _exporter(fmt: str):
+    if fmt == "timm":
+        from swinjax.serve.export_timm import export_timm
+
+        return export_timm
+    if fmt == "stablehlo":
+        from swinjax.serve.export_stablehlo import export_stablehlo
+
+        return export_stablehlo
+    if fmt == "savedmodel":
+        from swinjax.serve.export_savedmodel import export_savedmodel
+
+        return export_savedmodel
+    from swinjax.serve.export_onnx import export_onnx
+
+    return export_onnx
