@@ -32,9 +32,11 @@ STEP = 7
 
 
 def write_workdir(root: Path, **overrides) -> Path:
-    """A workdir of the demo's tiny model as training leaves it (one checkpoint at STEP)."""
+    """A workdir of the demo's tiny model (or ``model=...``) as training leaves it: one
+    checkpoint at STEP, random parameters, their EMA another tree."""
     config = make_tiny_config(normalize="imagenet", ema_decay=0.9, **overrides)
-    stand_in = types.SimpleNamespace(image_shape=(16, 16, 3), num_classes=len(CLASSES))
+    size = config_lib.input_size(config)
+    stand_in = types.SimpleNamespace(image_shape=(*size, 3), num_classes=len(CLASSES))
     model = config_lib.build_model(config, stand_in)
     state = create_train_state(config, model, steps_per_epoch=1)
     ema = jax.tree.map(lambda p: p * 0.5 + 0.01, state.params)
@@ -199,3 +201,26 @@ def test_savedmodel_round_trip_through_tensorflow(restored, tmp_path) -> None:
     np.testing.assert_allclose(as_float["logits"].numpy(), want, atol=1e-4)
     one = loaded.signatures["serving_default"](images=tf.constant(x[:1]))
     np.testing.assert_allclose(one["logits"].numpy(), want[:1], atol=1e-4)
+
+
+@pytest.mark.slow
+def test_onnx_round_trip_through_onnxruntime(restored, tmp_path) -> None:
+    """Needs the export extra (jax2onnx, onnxruntime); skipped where it is not installed."""
+    pytest.importorskip("jax2onnx")
+    ort = pytest.importorskip("onnxruntime")
+    export_lib.export_model(restored, "onnx", tmp_path / "onnx")
+    session = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"))
+    for batch in (1, 3):
+        x = images(batch, seed=batch)
+        logits, probabilities = session.run(None, {"images": x})
+        np.testing.assert_allclose(logits, expected_logits(restored, x), atol=1e-4)
+        np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-5)
+
+
+def test_onnx_without_its_extra_names_the_install(tmp_path, monkeypatch, capsys) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "jax2onnx", None)  # as if not installed
+    argv = ["swinjax.export", "--ckpt", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert export_program.main([*argv, "--format", "onnx"]) == 2
+    assert "pip install 'swinjax[export]'" in capsys.readouterr().err

@@ -8,7 +8,9 @@ Serving, TFLite converters and ``tf.saved_model.load``:
 
 Any batch size; height, width and channels fixed (the model's input size); normalization
 inside. Inference only (converted without gradients). The class names are in
-``OUT/assets.extra/classes.json``.
+``OUT/assets.extra/classes.json``. The StableHLO inside is written for the installed
+TensorFlow to read (:mod:`swinjax.serve.tf_compat`: the exact GELU's erf as XLA's float32
+rational approximation, within 1e-6).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import jax
 import numpy as np
 
 from swinjax.serve.serving import input_shape, serving_function
+from swinjax.serve.tf_compat import stablehlo_for_tensorflow
 from swinjax.training.evaluation import Restored
 
 SIGNATURES = {"serving_default": "uint8", "serving_float": "float32"}
@@ -47,7 +50,8 @@ def export_savedmodel(restored: Restored, out: Path) -> list[Path]:
             return converted(module.params, images)
 
         signatures[name] = signature
-    tf.saved_model.save(module, str(out), signatures=signatures)
+    with stablehlo_for_tensorflow():  # the functions are traced and serialized while saving
+        tf.saved_model.save(module, str(out), signatures=signatures)
     (out / CLASSES_FILE).parent.mkdir(exist_ok=True)
     (out / CLASSES_FILE).write_text(json.dumps(list(restored.class_names)) + "\n")
     return sorted(p for p in out.rglob("*") if p.is_file())

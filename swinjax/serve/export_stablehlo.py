@@ -18,7 +18,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from swinjax.serve.serving import input_shape, serving_function
+from swinjax.serve.serving import input_shape, serving_function, spec_record
 from swinjax.training.evaluation import Restored
 
 MODULE_FILE = "model.stablehlo"
@@ -40,16 +40,7 @@ def export_stablehlo(
 ) -> list[Path]:
     """Writes ``out/model.stablehlo`` and ``out/model.json``; returns their paths."""
     exported = export_exported(restored, platforms)
-    h, w, c = input_shape(restored)
-    spec = {
-        "input": {"shape": ["b", h, w, c], "dtype": "uint8", "layout": "NHWC"},
-        "normalization": {"mean": list(restored.mean), "std": list(restored.std)},
-        "normalized_inside": True,
-        "outputs": ["logits", "probabilities"],
-        "platforms": list(exported.platforms),
-        "class_names": list(restored.class_names),
-        "swinjax": {"model": restored.config.model, "step": restored.step, "ema": restored.ema},
-    }
+    spec = {**spec_record(restored), "platforms": list(exported.platforms)}
     out.mkdir(parents=True, exist_ok=True)
     (out / MODULE_FILE).write_bytes(exported.serialize())
     (out / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")

@@ -41,3 +41,16 @@ def input_shape(restored: Restored) -> tuple[int, int, int]:
     """(H, W, C) of one image the exported function takes."""
     h, w = restored.image_size
     return (h, w, int(restored.model.in_chans))
+
+
+def spec_record(restored: Restored, dtype: str = "uint8") -> dict[str, Any]:
+    """The JSON sidecar of an exported function: its input, normalization, outputs, classes."""
+    h, w, c = input_shape(restored)
+    return {
+        "input": {"shape": ["b", h, w, c], "dtype": dtype, "layout": "NHWC"},
+        "normalization": {"mean": list(restored.mean), "std": list(restored.std)},
+        "normalized_inside": True,
+        "outputs": ["logits", "probabilities"],
+        "class_names": list(restored.class_names),
+        "swinjax": {"model": restored.config.model, "step": restored.step, "ema": restored.ema},
+    }
