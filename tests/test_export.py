@@ -34,7 +34,7 @@ STEP = 7
 def write_workdir(root: Path, **overrides) -> Path:
     """A workdir of the demo's tiny model (or ``model=...``) as training leaves it: one
     checkpoint at STEP, random parameters, their EMA another tree."""
-    config = make_tiny_config(normalize="imagenet", ema_decay=0.9, **overrides)
+    config = make_tiny_config(**{"normalize": "imagenet", "ema_decay": 0.9, **overrides})
     size = config_lib.input_size(config)
     stand_in = types.SimpleNamespace(image_shape=(*size, 3), num_classes=len(CLASSES))
     model = config_lib.build_model(config, stand_in)

@@ -53,7 +53,9 @@ def check(export: Path, atol: float) -> int:
     by_name = timm.create_model(
         config["architecture"],
         pretrained=True,
-        pretrained_cfg_overlay=dict(file=str(export / "model.safetensors")),
+        pretrained_cfg_overlay=dict(
+            file=str(export / "model.safetensors"), num_classes=config["num_classes"]
+        ),
         num_classes=config["num_classes"],
         **config["model_args"],
     )

@@ -3,9 +3,11 @@
 
     model = timm.create_model("local-dir:OUT", pretrained=True)
     model = timm.create_model(NAME, pretrained=True, num_classes=K, **MODEL_ARGS,
-                              pretrained_cfg_overlay=dict(file="OUT/model.safetensors"))
+                              pretrained_cfg_overlay=dict(file="OUT/model.safetensors",
+                                                          num_classes=K))
 
-build timm's ``SwinTransformer`` with the same logits. ``config.json`` holds ``architecture`` (a
+build timm's ``SwinTransformer`` with the same logits (the overlay needs ``num_classes`` too,
+else timm drops the head as one of another number of classes). ``config.json`` holds ``architecture`` (a
 timm model name), ``num_classes``, ``num_features``, ``label_names``, ``model_args`` (every
 architecture number, so any size or window builds) and ``pretrained_cfg`` (input size,
 mean/std, crop fraction and mode, interpolation: the run's evaluation preprocessing).
