@@ -7,6 +7,7 @@ checkpoint of a train state), with random parameters and an EMA that differs fro
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import types
 from pathlib import Path
@@ -18,9 +19,9 @@ import pytest
 
 from swinjax import config as config_lib
 from swinjax import export as export_program
+from swinjax.errors import ConfigError
 from swinjax.serve import export as export_lib
 from swinjax.serve import export_timm
-from swinjax.serve.serving import serving_function
 from swinjax.training import checkpoint, evaluation, workdir
 from swinjax.training.state import create_train_state
 from swinjax.weights import params_from_timm
@@ -93,13 +94,6 @@ def test_stablehlo_round_trip_at_two_batch_sizes(restored, tmp_path) -> None:
         out = exported.call(jnp.asarray(x))
         np.testing.assert_allclose(out["logits"], expected_logits(restored, x), atol=1e-5)
         np.testing.assert_allclose(out["probabilities"].sum(-1), 1.0, atol=1e-5)
-
-
-def test_serving_function_takes_float_images_in_0_1(restored) -> None:
-    x = images(2)
-    serve = jax.jit(serving_function(restored))
-    as_float = serve(restored.params, jnp.asarray(x, jnp.float32) / 255.0)["logits"]
-    np.testing.assert_allclose(as_float, expected_logits(restored, x), atol=1e-5)
 
 
 def test_timm_export_holds_timms_state_dict_and_config(tmp_path) -> None:
@@ -176,14 +170,14 @@ def test_program_exports_and_refuses_bad_requests(tiny_workdir, tmp_path, capsys
     assert export_program.main([*argv, "--format", "timm", "--overwrite"]) == 0
 
 
-def test_timm_refusal_exits_2_and_keeps_an_old_export(tmp_path, capsys) -> None:
-    run = write_workdir(tmp_path / "conv", model_kwargs={"stem": "conv"})
+def test_timm_refusal_comes_before_an_old_export_is_replaced(restored, tmp_path) -> None:
+    conv = dataclasses.replace(restored, model=restored.model.clone(stem="conv"))
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("old")
-    argv = ["swinjax.export", "--ckpt", str(run), "--out", str(out), "--format", "timm"]
-    assert export_program.main([*argv, "--overwrite"]) == 2
-    assert "stem='conv'" in capsys.readouterr().err and (out / "keep.txt").is_file()
+    with pytest.raises(ConfigError, match="stem='conv'"):
+        export_lib.export_model(conv, "timm", out, overwrite=True)
+    assert (out / "keep.txt").is_file()
 
 
 @pytest.mark.slow

@@ -7,10 +7,11 @@
                                                           num_classes=K))
 
 build timm's ``SwinTransformer`` with the same logits (the overlay needs ``num_classes`` too,
-else timm drops the head as one of another number of classes). ``config.json`` holds ``architecture`` (a
-timm model name), ``num_classes``, ``num_features``, ``label_names``, ``model_args`` (every
-architecture number, so any size or window builds) and ``pretrained_cfg`` (input size,
-mean/std, crop fraction and mode, interpolation: the run's evaluation preprocessing).
+else timm drops the head as one of another number of classes). ``config.json`` holds
+``architecture`` (a timm model name), ``num_classes``, ``num_features``, ``label_names``,
+``model_args`` (every architecture number, so any size or window builds) and
+``pretrained_cfg`` (input size, mean/std, crop fraction and mode, interpolation: the run's
+evaluation preprocessing).
 
 Models timm's Swin cannot build are refused, naming why: an absolute position embedding
 (``ape``, the Keras example), no LayerNorm after the patch embedding, in the patch merging or
