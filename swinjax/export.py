@@ -8,7 +8,8 @@ parameters (a run with ``ema_decay`` > 0). Formats, each written into the direct
   model_args, pretrained_cfg, label_names): ``timm.create_model("local-dir:DIR",
   pretrained=True)``; refused for models timm's Swin cannot build (the Keras example, conv stems);
 - ``stablehlo``: ``jax.export`` of uint8 images -> logits and probabilities, any batch size:
-  ``jax.export.deserialize(open("DIR/model.stablehlo", "rb").read()).call(images)``;
+  ``jax.export.deserialize(open("DIR/model.stablehlo", "rb").read()).call(images)``; for this
+  machine's backend, or ``--platforms cpu,cuda`` (any of JAX's: cpu, cuda, rocm, tpu);
 - ``savedmodel``: a TensorFlow SavedModel (``jax2tf``), signatures ``serving_default`` (uint8
   images) and ``serving_float`` (float in [0, 1]);
 - ``onnx``: ``jax2onnx`` (``pip install 'swinjax[onnx]'``), checked with ``onnxruntime``.
@@ -40,6 +41,12 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_bool(
         "best", False, "the best checkpoint by validation top-1 (params or EMA)", flag_values=fv
     )
+    flags.DEFINE_list(
+        "platforms",
+        [],
+        "stablehlo only: where the export may run, e.g. cpu,cuda (default: this machine's)",
+        flag_values=fv,
+    )
     flags.DEFINE_bool("ema", False, "the EMA of the parameters instead of them", flag_values=fv)
     flags.DEFINE_bool("overwrite", False, "replace a non-empty --out directory", flag_values=fv)
 
@@ -58,9 +65,12 @@ def main(argv: list[str]) -> int:
 
 
 def _work(fv: flags.FlagValues) -> dict:
-    export_lib.check_request(fv.format, fv.out, fv.overwrite)  # before the checkpoint is read
+    platforms = tuple(fv.platforms)
+    export_lib.check_request(fv.format, fv.out, fv.overwrite, platforms)  # before any reading
     restored = evaluation.restore_params(fv.ckpt, best=fv.best, ema=fv.ema)
-    return export_lib.export_model(restored, fv.format, fv.out, overwrite=fv.overwrite)
+    return export_lib.export_model(
+        restored, fv.format, fv.out, overwrite=fv.overwrite, platforms=platforms
+    )
 
 
 if __name__ == "__main__":

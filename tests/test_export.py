@@ -83,12 +83,15 @@ def test_restore_reads_model_classes_and_ema_without_the_dataset(tiny_workdir, r
 
 
 def test_stablehlo_round_trip_at_two_batch_sizes(restored, tmp_path) -> None:
-    record = export_lib.export_model(restored, "stablehlo", tmp_path / "hlo")
+    """Exported for the CPU and CUDA at once (one file serves both); called here on the CPU."""
+    record = export_lib.export_model(
+        restored, "stablehlo", tmp_path / "hlo", platforms=("cpu", "cuda")
+    )
     assert record["files"] == ["model.stablehlo", "model.json"] and record["step"] == STEP
     exported = jax.export.deserialize((tmp_path / "hlo" / "model.stablehlo").read_bytes())
     spec = json.loads((tmp_path / "hlo" / "model.json").read_text())
     assert spec["input"] == {"shape": ["b", 16, 16, 3], "dtype": "uint8", "layout": "NHWC"}
-    assert spec["class_names"] == list(CLASSES)
+    assert spec["class_names"] == list(CLASSES) and spec["platforms"] == ["cpu", "cuda"]
     for batch in (1, 3):
         x = images(batch, seed=batch)
         out = exported.call(jnp.asarray(x))
@@ -160,6 +163,10 @@ def test_program_exports_and_refuses_bad_requests(tiny_workdir, tmp_path, capsys
     missing = ["swinjax.export", "--ckpt", str(tmp_path / "nope"), "--out", str(out)]
     assert export_program.main([*missing, "--format", "timm"]) == 2
     assert "error:" in capsys.readouterr().err and not out.exists()
+    assert export_program.main([*argv, "--format", "timm", "--platforms", "cuda"]) == 2
+    assert "stablehlo only" in capsys.readouterr().err
+    assert export_program.main([*argv, "--format", "stablehlo", "--platforms", "gpu"]) == 2
+    assert "unknown --platforms ['gpu']" in capsys.readouterr().err
     assert export_program.main([*argv, "--format", "timm", "--best"]) == 2  # no metrics saved
     assert "validation metrics" in capsys.readouterr().err and not out.exists()
     assert export_program.main([*argv, "--format", "timm", "--ema"]) == 0

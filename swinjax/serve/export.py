@@ -20,13 +20,22 @@ from swinjax.errors import ConfigError
 from swinjax.training.evaluation import Restored
 
 FORMATS = ("timm", "stablehlo", "savedmodel", "onnx")
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")  # jax.export's names
 
 
-def check_request(fmt: str, out: str | Path, overwrite: bool = False) -> Path:
-    """``out`` as a Path, after refusing an unknown format, an ``out`` that is a file, or a
-    non-empty ``out`` directory without ``overwrite`` (nothing is read or written here)."""
+def check_request(
+    fmt: str, out: str | Path, overwrite: bool = False, platforms: tuple[str, ...] = ()
+) -> Path:
+    """``out`` as a Path, after refusing an unknown format, ``platforms`` for a format other
+    than stablehlo, an ``out`` that is a file, or a non-empty ``out`` directory without
+    ``overwrite`` (nothing is read or written here)."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    unknown = sorted(set(platforms) - set(PLATFORMS))
+    if unknown:
+        raise ConfigError(f"unknown --platforms {unknown}; choose from {', '.join(PLATFORMS)}")
+    if platforms and fmt != "stablehlo":
+        raise ConfigError(f"--platforms applies to --format stablehlo only; leave it out for {fmt}")
     if fmt == "onnx":
         from swinjax.serve.export_onnx import check_onnx
 
@@ -43,11 +52,18 @@ def check_request(fmt: str, out: str | Path, overwrite: bool = False) -> Path:
 
 
 def export_model(
-    restored: Restored, fmt: str, out: str | Path, *, overwrite: bool = False
+    restored: Restored,
+    fmt: str,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    platforms: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Writes ``restored`` in format ``fmt`` into the directory ``out`` (replaced where
-    ``overwrite``); returns a record: format, out, files, step, ema, seconds."""
-    out = check_request(fmt, out, overwrite)
+    ``overwrite``); returns a record: format, out, files, step, ema, seconds. ``platforms``:
+    where a stablehlo export may run (e.g. ``("cpu", "cuda")``; empty: JAX's default backend).
+    """
+    out = check_request(fmt, out, overwrite, platforms)
     start = time.perf_counter()
     if fmt == "timm":  # refused before the old export is removed
         from swinjax.serve.export_timm import check_timm
@@ -55,7 +71,12 @@ def export_model(
         check_timm(restored)
     if out.is_dir() and overwrite:
         shutil.rmtree(out)
-    files = _exporter(fmt)(restored, out)
+    if fmt == "stablehlo":
+        from swinjax.serve.export_stablehlo import export_stablehlo
+
+        files = export_stablehlo(restored, out, platforms=platforms or None)
+    else:
+        files = _exporter(fmt)(restored, out)
     return {
         "format": fmt,
         "out": str(out),
@@ -71,10 +92,6 @@ def _exporter(fmt: str):
         from swinjax.serve.export_timm import export_timm
 
         return export_timm
-    if fmt == "stablehlo":
-        from swinjax.serve.export_stablehlo import export_stablehlo
-
-        return export_stablehlo
     if fmt == "savedmodel":
         from swinjax.serve.export_savedmodel import export_savedmodel
 
