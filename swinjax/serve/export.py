@@ -6,7 +6,8 @@
 Formats (each in a module of its own): ``timm`` (:mod:`swinjax.serve.export_timm`),
 ``stablehlo`` (:mod:`swinjax.serve.export_stablehlo`), ``savedmodel``
 (:mod:`swinjax.serve.export_savedmodel`), ``onnx`` (:mod:`swinjax.serve.export_onnx`). The
-output is a directory; an existing non-empty one is refused unless ``overwrite``.
+output is a directory; an existing non-empty one is refused unless ``overwrite``, and replaced
+only once the new export is complete.
 """
 
 from __future__ import annotations
@@ -62,29 +63,42 @@ def export_model(
     """Writes ``restored`` in format ``fmt`` into the directory ``out`` (replaced where
     ``overwrite``); returns a record: format, out, files, step, ema, seconds. ``platforms``:
     where a stablehlo export may run (e.g. ``("cpu", "cuda")``; empty: JAX's default backend).
+
+    The export is written beside ``out`` first and moved into place once complete, so a
+    failure leaves an old ``out`` as it was.
     """
     out = check_request(fmt, out, overwrite, platforms)
     start = time.perf_counter()
-    if fmt == "timm":  # refused before the old export is removed
+    if fmt == "timm":  # before any work
         from swinjax.serve.export_timm import check_timm
 
         check_timm(restored)
-    if out.is_dir() and overwrite:
-        shutil.rmtree(out)
-    if fmt == "stablehlo":
-        from swinjax.serve.export_stablehlo import export_stablehlo
-
-        files = export_stablehlo(restored, out, platforms=platforms or None)
-    else:
-        files = _exporter(fmt)(restored, out)
+    partial = out.parent / f".{out.name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        files = _write(restored, fmt, partial, platforms)
+        if out.is_dir():
+            shutil.rmtree(out)
+        partial.rename(out)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return {
         "format": fmt,
         "out": str(out),
-        "files": [str(p.relative_to(out)) for p in files],
+        "files": [str(p.relative_to(partial)) for p in files],
         "step": restored.step,
         "ema": restored.ema,
         "seconds": round(time.perf_counter() - start, 2),
     }
+
+
+def _write(restored: Restored, fmt: str, out: Path, platforms: tuple[str, ...]) -> list[Path]:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "stablehlo":
+        from swinjax.serve.export_stablehlo import export_stablehlo
+
+        return export_stablehlo(restored, out, platforms=platforms or None)
+    return _exporter(fmt)(restored, out)
 
 
 def _exporter(fmt: str):
