@@ -82,6 +82,13 @@ def test_restore_reads_model_classes_and_ema_without_the_dataset(tiny_workdir, r
     np.testing.assert_allclose(np.asarray(ema_head), np.asarray(head) * 0.5 + 0.01, rtol=1e-6)
 
 
+def test_restore_reads_a_workdir_of_an_older_release() -> None:
+    """The demo run kept in tests/fixtures (no classes.json then): label numbers as names."""
+    old = evaluation.restore_params(Path(__file__).parent / "fixtures" / "workdir_52f3f97")
+    assert old.step == 32 and old.class_names == tuple(str(k) for k in range(10))
+    assert old.image_size == (16, 16) and old.mean == () and old.config.model == "tiny_test"
+
+
 def test_stablehlo_round_trip_at_two_batch_sizes(restored, tmp_path) -> None:
     """Exported for the CPU and CUDA at once (one file serves both); called here on the CPU."""
     record = export_lib.export_model(
