@@ -234,7 +234,7 @@ def _saved_head_and_channels(params: dict, run_dir: Path) -> tuple[int, int]:
     first = embed.get("proj") or embed.get("conv_0") or {}
     if "kernel" not in first:
         raise CheckpointError(f"the checkpoint in {run_dir} holds no patch embedding kernel")
-    return (0 if head is None else int(head.shape[-1])), int(first["kernel"].shape[2])
+    return (0 if head is None else int(head.shape[-1])), int(first["kernel"].shape[-2])
 
 
 def _means(totals_P: dict[str, np.ndarray], i: int, split: data.Split) -> dict[str, float]:
