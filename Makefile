@@ -10,7 +10,7 @@ WORKDIR ?= workdirs/$(call run_name,$(CONFIG))
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test test-slow lint train eval predict demo finetune-demo bench golden clean presets sweep peers
+.PHONY: install test test-slow lint train eval predict export demo finetune-demo bench golden clean presets sweep peers
 
 install: $(STAMP)
 
@@ -59,6 +59,13 @@ eval: install
 IMAGES ?=
 predict: install
 	$(PY) -m swinjax.predict --ckpt $(CKPT) $(ARGS) $(IMAGES)
+
+# Exports a workdir's latest checkpoint for serving or for timm (docs/inference.md, Export):
+# make export CKPT=workdirs/demo FORMAT=stablehlo|savedmodel|timm|onnx OUT=exports/demo [ARGS=--ema]
+FORMAT ?= stablehlo
+OUT    ?= exports/$(notdir $(CKPT))_$(FORMAT)
+export: install
+	$(PY) -m swinjax.export --ckpt $(CKPT) --format $(FORMAT) --out $(OUT) $(ARGS)
 
 # One minute, offline: a tiny model on the synthetic dataset, then eval of its checkpoint.
 demo: install

@@ -1,8 +1,9 @@
 """The ``[project.scripts]`` commands (``swinjax-train``, ``swinjax-eval``, ``swinjax-sweep``,
-``swinjax-bench``, ``swinjax-presets``, ``swinjax-predict``): each runs its program exactly as
-``python -m swinjax.X`` does, its first statement (:func:`swinjax.runtime.prepare_process`)
-included, before any of the program's imports. This module imports only the standard library and
-:mod:`swinjax.runtime`; the program is found by name when the command runs.
+``swinjax-bench``, ``swinjax-presets``, ``swinjax-predict``, ``swinjax-export``): each runs its
+program exactly as ``python -m swinjax.X`` does, its first statement
+(:func:`swinjax.runtime.prepare_process`) included, before any of the program's imports. This
+module imports only the standard library and :mod:`swinjax.runtime`; the program is found by
+name when the command runs.
 """
 
 from __future__ import annotations
@@ -45,3 +46,8 @@ def presets() -> None:
 def predict() -> None:
     """``swinjax-predict``: ``python -m swinjax.predict``."""
     _run("swinjax.predict")
+
+
+def export() -> None:
+    """``swinjax-export``: ``python -m swinjax.export``."""
+    _run("swinjax.export")

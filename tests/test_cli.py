@@ -282,7 +282,7 @@ def test_script_commands_run_their_program() -> None:
 
     commands = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert set(commands) == {
-        f"swinjax-{n}" for n in ("train", "eval", "sweep", "bench", "presets", "predict")
+        f"swinjax-{n}" for n in ("train", "eval", "sweep", "bench", "presets", "predict", "export")
     }
     for target in commands.values():
         module, name = target.split(":")

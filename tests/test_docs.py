@@ -7,7 +7,8 @@ working directory is a scratch folder holding links to the repository's ``tests/
 the page, the block and the line of the page it failed on.
 
 A block whose fence reads ```` ```python no-run ```` is shown and not run: for what cannot run
-offline on a CPU (a GPU, the network). No page has one today.
+offline on a CPU (a GPU, the network) or needs a package the project's environment has not (torch,
+onnxruntime: docs/inference.md).
 
 The commands of the ```` ```bash ```` blocks are not run (they train for minutes), but the programs
 (``python -m swinjax.X``) and the files under ``experiments/`` and ``benchmarks/`` they name must
@@ -34,7 +35,8 @@ FENCE = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOT
 NO_RUN = "no-run"
 PROGRAM = re.compile(r"python -m (swinjax(?:\.[a-z_]+)*)")
 REPO_FILE = re.compile(r"(?<![\w/.])((?:experiments|benchmarks)/[\w./-]+\.py)")
-LINKED = ("tests/golden", "experiments")  # what the examples read, linked into the scratch folder
+# What the examples read, linked into the scratch folder.
+LINKED = ("tests/golden", "tests/fixtures", "experiments")
 
 # Runs the blocks given as JSON on stdin in one namespace. Each is compiled under the page's name
 # and padded to its line in the page, so a traceback points at the page's own line.

@@ -27,7 +27,7 @@ from swinjax.data.image_files import find_images
 from swinjax.errors import ConfigError
 from swinjax.serve.images import ImageView, PreparedImage, prepare_images
 from swinjax.training import evaluation, parallel, steps
-from swinjax.training.inference import InferenceModel, restore_for_inference
+from swinjax.training.inference import InferenceModel, inference_state, restore_for_inference
 
 FEATURE_KINDS = ("pooled", "stages")
 
@@ -55,14 +55,7 @@ class Predictor:
     ):
         if batch_size < 1:
             raise ConfigError(f"batch size {batch_size}: must be >= 1")
-        state = model.state
-        if ema:
-            if state.ema_params is None:
-                raise ConfigError(
-                    f"the run in {model.workdir} keeps no EMA of its parameters (ema_decay 0); "
-                    "leave out --ema"
-                )
-            state = state.replace(params=state.ema_params)
+        state = inference_state(model, ema)
         self.model = model
         self.state = state
         self.view = ImageView.of(model)

@@ -19,6 +19,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import jax
 import ml_collections
 from jax.sharding import Mesh
 
@@ -143,3 +144,55 @@ def _saved_num_classes(run_dir: Path, which: str | int) -> int:
             "(head/fc): it holds no classifier to predict with"
         )
     return int(head["kernel"].shape[-1])
+
+
+def inference_state(model: InferenceModel, ema: bool = False) -> Any:
+    """``model``'s train state, its parameters replaced by their EMA with ``ema``; a
+    CheckpointError where the run keeps none."""
+    state = model.state
+    if not ema:
+        return state
+    if state.ema_params is None:
+        raise CheckpointError(
+            f"the run in {model.workdir} keeps no EMA of its parameters (config.ema_decay is 0); "
+            "leave out --ema"
+        )
+    return state.replace(params=state.ema_params)
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+    """A saved model ready to run: ``model.apply({"params": params}, x)`` on images normalized
+    with ``mean``/``std`` (empty: scaled to [0, 1] only) at ``image_size`` (H, W)."""
+
+    config: ml_collections.ConfigDict
+    model: Any
+    params: Any
+    class_names: tuple[str, ...]
+    step: int
+    ema: bool  # whether ``params`` are the EMA of the parameters
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """The model's input (H, W)."""
+        return state_lib.image_shape(self.model)[:2]
+
+
+def restore_params(path: str | Path, *, best: bool = False, ema: bool = False) -> Restored:
+    """The model and (host) parameters of the checkpoint at ``path``, as
+    :func:`restore_for_inference` restores it (no dataset read); ``ema``: the EMA of the
+    parameters. What ``swinjax.export`` writes out."""
+    model = restore_for_inference(path, best=best)
+    state = inference_state(model, ema)
+    return Restored(
+        config=model.config,
+        model=state.model,
+        params=jax.device_get(state.params),
+        class_names=model.class_names,
+        step=model.step,
+        ema=ema,
+        mean=tuple(state.mean),
+        std=tuple(state.std),
+    )
