@@ -170,7 +170,6 @@ def test_bad_images_txt_is_rewritten_and_removed_when_none_are_left(tmp_path) ->
 # ------------------------------------------------------------------------------ training
 
 
-@pytest.mark.slow
 def test_train_skips_them_and_lists_them(photos, tmp_path, capsys) -> None:
     root, truncated, notes = photos
     workdir = tmp_path / "run"

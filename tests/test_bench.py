@@ -40,7 +40,6 @@ def test_bench_stands_in_synthetic_data_for_a_missing_dataset(tmp_path) -> None:
     assert result["train_images_per_s"] > 0
 
 
-@pytest.mark.slow
 def test_bench_profile_attributes_time_to_modules() -> None:
     result = benchmark.measure(
         make_tiny_config(), batch_size=32, n_steps=1, warmup=1, epoch_steps=2, profile=True

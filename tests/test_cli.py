@@ -61,7 +61,6 @@ def _run_together(commands: list[list[str]], env: dict[str, str]) -> list[tuple[
     return results
 
 
-@pytest.mark.slow
 def test_only_user_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path) -> None:
     train = [sys.executable, "-m", "swinjax.train", "--config", "experiments/demo.py"]
     demo = [

@@ -130,7 +130,6 @@ def test_a_sweeps_saved_base_is_upgraded(tmp_path) -> None:
 # ---------------------------------------------------------------------- the workdir of 52f3f97
 
 
-@pytest.mark.slow
 def test_old_workdir_resumes(old_workdir, capsys) -> None:
     from swinjax.training import trainer
 
@@ -141,7 +140,6 @@ def test_old_workdir_resumes(old_workdir, capsys) -> None:
     assert checkpoint.Checkpointer(old_workdir, read_only=True).all_steps()[-1] == 48
 
 
-@pytest.mark.slow
 def test_old_workdir_evaluates(old_workdir) -> None:
     cmd = [sys.executable, "-m", "swinjax.eval", "--ckpt", str(old_workdir)]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
@@ -155,7 +153,6 @@ def test_old_workdir_evaluates(old_workdir) -> None:
     assert result["ema_top1"] == pytest.approx(test["ema_top1"], abs=1e-9)
 
 
-@pytest.mark.slow
 def test_old_workdir_fine_tunes(old_workdir, tmp_path, capsys) -> None:
     from swinjax.training import trainer
 

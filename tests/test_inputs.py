@@ -193,7 +193,6 @@ def test_memory_and_stream_score_a_checkpoint_alike(tmp_path, tiny_tfds_dir) -> 
         np.testing.assert_allclose(scores["memory"][k], scores["stream"][k], rtol=1e-5)
 
 
-@pytest.mark.slow
 def test_streaming_run_resumed_mid_epoch_equals_uninterrupted(tmp_path, tiny_tfds_dir) -> None:
     straight = _stream_config(tiny_tfds_dir, input_pipeline="stream", test_split="")
     trainer.train_and_evaluate(straight, tmp_path / "straight")

@@ -57,7 +57,6 @@ def test_one_step_on_four_devices_matches_one_device(four_devices) -> None:
     assert r["input_state_donated"]  # donate_argnums still works on the replicated state
 
 
-@pytest.mark.slow
 def test_batch_is_sharded_and_state_stays_replicated(four_devices) -> None:
     r = four_devices
     for key in ("batch_image", "batch_label"):

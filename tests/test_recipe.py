@@ -152,7 +152,6 @@ def test_ema_update_is_accurate_near_one() -> None:
         np.testing.assert_allclose(second["w"], (d * 3.0 + 1.0) / (1 + d), rtol=1e-6)
 
 
-@pytest.mark.slow
 def test_sweep_over_tool_strengths_compiles_train_step_once() -> None:
     batch = _batch()
     sweep = [

@@ -66,7 +66,6 @@ def _jit_grads(params, dropout_key, batch, smoothing):
     return jax.grad(loss_fn)(params)
 
 
-@pytest.mark.slow
 def test_train_steps_lower_the_loss_on_a_fixed_batch() -> None:
     state = _state(learning_rate=1e-2, num_epochs=5)
     batch = _batch()

@@ -109,7 +109,6 @@ def test_resume_mid_epoch_is_the_tail_bitwise(tiny) -> None:
         next(split.train_batches(20, 5, 2, start_step=16))
 
 
-@pytest.mark.slow
 def test_resume_with_random_resized_crops_is_bitwise(tfds_dir_factory) -> None:
     built = tfds_dir_factory(JPEGS)
     split = stream.open_split(_builder(built), "train", num_shards=2, host_preprocess=RRC16)
@@ -137,7 +136,6 @@ print(digest.hexdigest())
 """
 
 
-@pytest.mark.slow
 def test_a_fresh_process_reads_the_same_epoch(tfds_dir_factory) -> None:
     """Another host's process must see the same order and crops (seeded shuffles, stateless
     crops): a fresh interpreter's digest of a process block equals this process's."""

@@ -201,7 +201,6 @@ def test_rerun_skips_finished_points_and_runs_only_new_ones(tmp_path, monkeypatc
     assert [r["point"]["learning_rate"] for r in _lines(tmp_path)] == [1e-3, 3e-3, 1e-2]
 
 
-@pytest.mark.slow
 def test_finished_points_are_recognised_after_a_key_is_added(tmp_path, monkeypatch) -> None:
     """A record carries its config: written by a release that lacked a key (simulated by taking
     the key out of the records), its point is still recognised as finished, the key taking the

@@ -33,7 +33,6 @@ def _params_of(workdir, step=None):
     return state, meta
 
 
-@pytest.mark.slow
 def test_two_epochs_write_checkpoints_metrics_and_plots(tmp_path, tiny_config) -> None:
     result = trainer.train_and_evaluate(tiny_config, tmp_path)
     assert result["epoch"] == 2 and result["step"] == 2 * (1080 // 64)
@@ -129,7 +128,6 @@ def test_resume_with_recipe_tools_equals_uninterrupted(tmp_path, capsys) -> None
         assert record[key] == pytest.approx(chosen[f"val_{key}"], rel=1e-6), key
 
 
-@pytest.mark.slow
 def test_sigterm_saves_and_exits_cleanly(tmp_path, tiny_config, monkeypatch) -> None:
     real = data.train_batches
 
@@ -150,7 +148,6 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path, tiny_config, monkeypatch) -> 
     assert final["step"] == 32 and "test" in final
 
 
-@pytest.mark.slow
 def test_corrupted_latest_checkpoint_falls_back(tmp_path, tiny_config) -> None:
     trainer.train_and_evaluate(tiny_config, tmp_path)
     latest = tmp_path / "checkpoints" / "32" / "state"
@@ -210,7 +207,6 @@ def test_other_runs_workdir_is_refused(tmp_path, tiny_config) -> None:
         trainer.train_and_evaluate(make_tiny_config(learning_rate=0.1), tmp_path)
 
 
-@pytest.mark.slow
 def test_eval_scores_every_example_and_reports_json(
     tmp_path, tiny_config, capsys, mock_tfds
 ) -> None:
@@ -265,7 +261,6 @@ def test_train_and_eval_on_a_tfds_dir_built_by_tfds(tmp_path, tiny_tfds_dir, mon
     assert (tmp_path / "run" / "test_samples.png").is_file()
 
 
-@pytest.mark.slow
 def test_eval_cli_bad_paths_exit_2(tmp_path, tiny_config, capsys) -> None:
     assert eval_cli.main(["swinjax.eval", "--ckpt", str(tmp_path / "missing")]) == 2
     assert eval_cli.main(["swinjax.eval", "--ckpt", str(tmp_path)]) == 2  # exists, not a workdir
