@@ -6,7 +6,9 @@ serving and for timm, and the evaluation report.
 
 Modules: :mod:`.images` (files to model inputs, as the run's evaluation prepares them),
 :mod:`.predictor` (:class:`Predictor`: classify and embed files), :mod:`.output` (JSON lines,
-CSV, ``.npz``).
+CSV, ``.npz``); :mod:`.export` (``python -m swinjax.export``: :mod:`.serving`, the function
+every format holds, and one module a format: :mod:`.export_timm`, :mod:`.export_stablehlo`,
+:mod:`.export_savedmodel`, :mod:`.export_onnx`); :mod:`.report` (``eval --report``).
 
 May import: :mod:`swinjax.training` and everything below it; not the sweeps nor the programs.
 """
