@@ -58,6 +58,9 @@ def define_flags(fv: flags.FlagValues) -> None:
         "FILE.jsonl or FILE.csv (default: JSON lines on stdout); FILE.npz with --features",
         flag_values=fv,
     )
+    flags.DEFINE_bool(
+        "overwrite", False, "replace an --out file that exists already", flag_values=fv
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -76,7 +79,7 @@ def main(argv: list[str]) -> int:
 
 def _work(fv: flags.FlagValues) -> dict | None:
     features = fv.features is not None
-    output.check_out(fv.out, features=features)
+    output.check_out(fv.out, features=features, overwrite=fv.overwrite)
     for flag in ("topk", "batch_size"):
         if fv[flag].value < 1:
             raise ConfigError(f"--{flag} {fv[flag].value}: must be >= 1")

@@ -181,7 +181,10 @@ def test_features_npz_one_row_per_readable_image(run, predictor, tmp_path) -> No
     model = predictor.state.model
     assert pooled.shape == (3, model.embed_dim * 2 ** (len(model.depths) - 1))
 
-    assert predict.main([*argv, "--features", "stages", str(folder)]) == 4
+    before = out.read_bytes()  # an existing --out is kept unless --overwrite
+    assert predict.main([*argv, "--features", "stages", str(folder)]) == 2
+    assert out.read_bytes() == before and list(tmp_path.glob(".*partial")) == []
+    assert predict.main([*argv, "--overwrite", "--features", "stages", str(folder)]) == 4
     stages = np.load(out)
     keys = sorted(k for k in stages.files if k.startswith("stage_"))
     assert keys == [f"stage_{i}" for i in range(len(model.depths))]

@@ -12,10 +12,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -27,9 +29,10 @@ ROW_SUFFIXES = (".jsonl", ".csv")
 FEATURE_SUFFIXES = (".npz",)
 
 
-def check_out(out: str | None, *, features: bool) -> None:
-    """Refuses, before any work, an ``--out`` whose suffix names no format this output has, or
-    whose folder does not exist; embeddings need a ``.npz`` file."""
+def check_out(out: str | None, *, features: bool, overwrite: bool = False) -> None:
+    """Refuses, before any work, an ``--out`` whose suffix names no format this output has,
+    whose folder does not exist, or that exists already (unless ``overwrite``); embeddings need
+    a ``.npz`` file."""
     if out is None:
         if features:
             raise ConfigError("--features needs --out FILE.npz (the embeddings are arrays)")
@@ -41,6 +44,24 @@ def check_out(out: str | None, *, features: bool) -> None:
     folder = Path(out).expanduser().parent
     if not folder.is_dir():
         raise ConfigError(f"--out {out}: folder {folder} does not exist; create it first")
+    if Path(out).expanduser().exists() and not overwrite:
+        raise ConfigError(
+            f"--out {out} exists already; name another file, or add --overwrite to replace it"
+        )
+
+
+@contextlib.contextmanager
+def _replacing(out: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
+    """A file object whose contents replace ``out`` only once it is complete and closed (a
+    temporary file beside it, renamed), so that a failure leaves any earlier ``out`` whole."""
+    final = Path(out).expanduser()
+    partial = final.with_name(f".{final.name}.partial")
+    try:
+        with open(partial, mode, **({"newline": ""} if "b" not in mode else {})) as f:
+            yield f
+        os.replace(partial, final)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def write_rows(rows: Sequence[dict[str, Any]], out: str | None, topk: int) -> None:
@@ -49,7 +70,7 @@ def write_rows(rows: Sequence[dict[str, Any]], out: str | None, topk: int) -> No
         _write_jsonl(rows, sys.stdout)
         sys.stdout.flush()
         return
-    with open(Path(out).expanduser(), "w", newline="") as f:
+    with _replacing(out) as f:
         if Path(out).suffix.lower() == ".csv":
             _write_csv(rows, f, topk)
         else:
@@ -79,8 +100,13 @@ def write_embeddings(
     out: str, paths: Sequence[str], arrays: dict[str, np.ndarray], failed: Sequence[tuple]
 ) -> None:
     """The ``.npz`` of the module docstring."""
+    with _replacing(out, "wb") as f:
+        _save_npz(f, paths, arrays, failed)
+
+
+def _save_npz(f: Any, paths: Sequence[str], arrays: dict, failed: Sequence[tuple]) -> None:
     np.savez(
-        Path(out).expanduser(),
+        f,
         paths=np.asarray(list(paths), dtype=str),
         failed_paths=np.asarray([p for p, _ in failed], dtype=str),
         failed_reasons=np.asarray([r for _, r in failed], dtype=str),
