@@ -98,7 +98,7 @@ _DATA = {
 _MODEL = {
     "model": Key("keras_example", RUN, "a preset of swinjax.models.PRESETS"),
     "model_kwargs": Key({}, RUN, "SwinTransformer fields overriding the preset's (None: its)"),
-    "dtype": Key("float32", RUN, "compute dtype; parameters and optimizer state stay float32"),
+    "dtype": Key("float32", RUN, "compute: float32 or bfloat16 (docs/training.md Precision)"),
     "kernels": Key("auto", RUN, "'auto' (cpu on the CPU, reference elsewhere), 'reference', 'cpu'"),
     "remat": Key("none", RUN, "recompute activations in backward: 'none', 'blocks', 'full'"),
 }
@@ -119,6 +119,7 @@ _OPTIM = {
     "b2": _array(0.999, "Adam's beta 2", ALWAYS),
     "adam_eps": _array(1e-8, "Adam's epsilon (Keras' default is 1e-7)", ALWAYS),
     "adam_eps_keras": _array(False, "True: epsilon on the uncorrected sqrt(v), as Keras", ALWAYS),
+    "adam_mu_dtype": Key("float32", RUN, "Adam's first moment: 'float32' or 'bfloat16' (memory)"),
     "layer_decay": _array(1.0, "layer-wise lr decay (timm's grouping); 1.0: none", ALWAYS),
     # The trainable mask of the train state.
     "freeze": _array("", "'backbone' (a linear probe) or regexes of parameter paths, by commas"),

@@ -16,6 +16,7 @@ from swinjax.data import screening
 from swinjax.data.preprocess import HostPreprocess
 from swinjax.errors import ConfigError
 from swinjax.models import PRESETS, create_model
+from swinjax.models.layers import precision
 from swinjax.optim import param_groups
 from swinjax.optim.adamw import validate_optim_config
 
@@ -46,8 +47,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.augment={config.augment!r} is not one of {transforms.MODES}")
     if not isinstance(config.distributed, bool):
         raise ConfigError(f"config.distributed must be True or False, got {config.distributed!r}")
-    if config.dtype not in ("float32", "bfloat16", "float16"):
-        raise ConfigError(f"config.dtype={config.dtype!r}: use float32 or bfloat16")
+    precision.check_compute_dtype(config.dtype)
     validate_optim_config(config)
     _validate_recipe_keys(config)
     transforms.normalization(config.normalize, config.dataset, config.mean, config.std)

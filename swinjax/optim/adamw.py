@@ -32,6 +32,10 @@ from flax import traverse_util
 from swinjax.errors import ConfigError
 from swinjax.optim.schedules import SCHEDULES
 
+# Adam's first moment may be kept in bfloat16 (big_vision's ``mu_dtype``); the second moment
+# and the parameters stay float32 (the precision policy: swinjax.models.layers.precision).
+MU_DTYPES = ("float32", "bfloat16")
+
 # ----------------------------------------------------------------------------------- config
 
 
@@ -89,6 +93,8 @@ def validate_optim_config(c: ml_collections.ConfigDict) -> None:
         raise bad("layer_decay", "must be in (0, 1]; 1.0: no decay, 0.75: timm's fine-tuning")
     if not c.adam_eps > 0:
         raise bad("adam_eps", "must be > 0; optax's default is 1e-8, Keras' 1e-7")
+    if c.adam_mu_dtype not in MU_DTYPES:
+        raise bad("adam_mu_dtype", f"must be one of {MU_DTYPES}; float32 unless memory is short")
 
 
 # -------------------------------------------------------------------------------- optimizer
@@ -107,19 +113,26 @@ def decay_mask(params: Any, decay_all: bool = False) -> Any:
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
     """AdamW whose learning rate, weight decay, betas and epsilon are injected state.
 
-    Its one static choice is the decay mask: every state of a sweep that keeps ``decay_all``
-    shares one transformation object, so ``train_step`` compiles once.
+    Its static choices are the decay mask and the first moment's dtype (``adam_mu_dtype``):
+    every state of a sweep that keeps them shares one transformation object, so ``train_step``
+    compiles once.
     """
-    return _optimizer(bool(config.decay_all))
+    return _optimizer(bool(config.decay_all), mu_dtype=str(config.adam_mu_dtype))
 
 
 @functools.cache
-def _optimizer(decay_all: bool) -> optax.GradientTransformation:
+def _optimizer(decay_all: bool, mu_dtype: str = "float32") -> optax.GradientTransformation:
     mask = None if decay_all else decay_mask
 
     def adamw(learning_rate, weight_decay, b1, b2, eps) -> optax.GradientTransformation:
         return optax.adamw(
-            learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=mask
+            learning_rate,
+            b1=b1,
+            b2=b2,
+            eps=eps,
+            weight_decay=weight_decay,
+            mask=mask,
+            mu_dtype=jnp.dtype(mu_dtype),
         )
 
     # Placeholders: train_step overwrites every hyperparameter before each update.

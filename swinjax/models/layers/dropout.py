@@ -139,10 +139,12 @@ def drop(
 ) -> jax.Array:
     """Inverted dropout of ``x``: zeroed with probability ``rate``, survivors scaled by
     1 / (1 - rate); one decision per element, or per slice with a broadcastable ``mask_shape``
-    (drop-path's (B, 1, ..., 1))."""
+    (drop-path's (B, 1, ..., 1)). The scaling is float32 (the precision policy): 1 - rate
+    rounded to bfloat16 would bias the expected value by up to 0.4%."""
     keep = 1.0 - rate
     kept = bernoulli(key, keep, x.shape if mask_shape is None else mask_shape, fused)
-    return jnp.where(kept, x / jnp.asarray(keep, x.dtype), jnp.zeros((), x.dtype))
+    scaled = (x.astype(jnp.float32) / jnp.float32(keep)).astype(x.dtype)
+    return jnp.where(kept, scaled, jnp.zeros((), x.dtype))
 
 
 class Dropout(nn.Module, kw_only=True):
