@@ -46,6 +46,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.augment={config.augment!r} is not one of {transforms.MODES}")
     if not isinstance(config.distributed, bool):
         raise ConfigError(f"config.distributed must be True or False, got {config.distributed!r}")
+    if config.sharding not in ("replicated", "fsdp"):
+        raise ConfigError(
+            f"config.sharding={config.sharding!r}: use 'replicated' (a copy of the state on every"
+            " device) or 'fsdp' (parameters and optimizer state split over the devices)"
+        )
     if config.dtype not in ("float32", "bfloat16", "float16"):
         raise ConfigError(f"config.dtype={config.dtype!r}: use float32 or bfloat16")
     validate_optim_config(config)
