@@ -22,7 +22,7 @@ import numpy as np
 
 from swinjax import data
 from swinjax.config import build_model
-from swinjax.training import checkpoint, parallel, sharding, steps, trainer
+from swinjax.training import checkpoint, evaluation, parallel, sharding, steps, trainer
 from swinjax.training import state as state_lib
 from swinjax.training import workdir as workdir_lib
 from tests.conftest import make_tiny_config
@@ -36,7 +36,7 @@ def _config(**overrides: Any) -> Any:
     return make_tiny_config(**{**base, **overrides})
 
 
-def _losses(config: Any, mode: str) -> tuple[list[float], int, list[str]]:
+def _losses(config: Any, mode: str) -> tuple[list[float], int, list[str], dict]:
     split = data.load_split(config, config.train_split)
     model = build_model(config, split)
     mesh = parallel.make_mesh()
@@ -48,13 +48,14 @@ def _losses(config: Any, mode: str) -> tuple[list[float], int, list[str]]:
         state, metrics = steps.train_step(state, parallel.put_batch(batch, mesh))
         losses.append(float(jax.device_get(metrics["loss"])))
     specs = [str(x.sharding.spec) for x in jax.tree.leaves(state.params)]
-    return losses, state_bytes, specs
+    scores = evaluation.evaluate(state, split.head(24), 8, mesh)  # the sharded state scores too
+    return losses, state_bytes, specs, scores
 
 
 def parity(out: Path, workdir: Path) -> None:
     config = _config()
-    rep_losses, rep_bytes, _ = _losses(config, "replicated")
-    fsdp_losses, fsdp_bytes, specs = _losses(config, "fsdp")
+    rep_losses, rep_bytes, _, rep_eval = _losses(config, "replicated")
+    fsdp_losses, fsdp_bytes, specs, fsdp_eval = _losses(config, "fsdp")
     trainer.train_and_evaluate(_config(max_steps=4, sharding="fsdp"), workdir / "straight")
     trainer.train_and_evaluate(_config(max_steps=2, sharding="fsdp"), workdir / "saved")
     report = {
@@ -62,6 +63,7 @@ def parity(out: Path, workdir: Path) -> None:
         "losses": [rep_losses, fsdp_losses],
         "bytes": [rep_bytes, fsdp_bytes],
         "fsdp_param_specs_after_steps": specs,
+        "eval": [rep_eval, fsdp_eval],
     }
     out.write_text(json.dumps(report))
 

@@ -50,6 +50,8 @@ def test_sharding_key_is_validated_and_replicated_by_default() -> None:
     config_lib.validate_config(make_tiny_config(sharding="fsdp"))
     with pytest.raises(ConfigError, match="'replicated'.*'fsdp'"):
         config_lib.validate_config(make_tiny_config(sharding="zero3"))
+    with pytest.raises(ConfigError, match="one process"):
+        config_lib.validate_config(make_tiny_config(sharding="fsdp", distributed=True))
 
 
 def _run_check(devices: int, *args: str) -> dict:
@@ -88,6 +90,10 @@ def test_fsdp_equals_replicated_for_five_steps_on_eight_devices(eight_devices) -
     for a, b in zip(replicated, fsdp, strict=True):
         assert abs(a - b) <= 1e-6 * max(1.0, abs(a))
     assert any("'data'" in spec for spec in report["fsdp_param_specs_after_steps"])  # stays split
+    replicated_eval, fsdp_eval = report["eval"]
+    assert fsdp_eval["num_examples"] == replicated_eval["num_examples"] == 24
+    for key in ("loss", "top1", "top5"):
+        assert abs(fsdp_eval[key] - replicated_eval[key]) <= 1e-6, key
 
 
 @pytest.mark.slow

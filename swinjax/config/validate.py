@@ -51,6 +51,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"config.sharding={config.sharding!r}: use 'replicated' (a copy of the state on every"
             " device) or 'fsdp' (parameters and optimizer state split over the devices)"
         )
+    if config.sharding == "fsdp" and config.distributed:
+        raise ConfigError(
+            "config.sharding='fsdp' runs in one process only for now; with distributed=True use"
+            " --config.sharding=replicated"
+        )
     if config.dtype not in ("float32", "bfloat16", "float16"):
         raise ConfigError(f"config.dtype={config.dtype!r}: use float32 or bfloat16")
     validate_optim_config(config)

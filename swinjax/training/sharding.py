@@ -9,7 +9,8 @@ the shardings of its inputs and XLA inserts the all-gathers of the parameters an
 reduce-scatters of the gradients. Batches are split along the data axis as before.
 
 A checkpoint holds global arrays, so it restores into any of these layouts on any number of
-devices: the restore is given the current run's state, placed by :func:`place`.
+devices: the restore is given the current run's state, placed by :func:`place`. ``fsdp`` is one
+process only for now (the config's validation refuses it with ``distributed=True``).
 """
 
 from __future__ import annotations
