@@ -163,6 +163,7 @@ _OUTPUT = {
 }
 _LAUNCH = {
     "distributed": Key(False, LAUNCH, "True: jax.distributed.initialize() first (multi-host)"),
+    "sharding": Key("replicated", LAUNCH, "train state 'replicated' on every device, or 'fsdp'"),
 }
 _GROUPS = {
     "data": _DATA,

@@ -48,6 +48,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if not isinstance(config.distributed, bool):
         raise ConfigError(f"config.distributed must be True or False, got {config.distributed!r}")
     precision.check_compute_dtype(config.dtype)
+    if config.sharding not in ("replicated", "fsdp"):
+        raise ConfigError(
+            f"config.sharding={config.sharding!r}: use 'replicated' (a copy of the state on every"
+            " device) or 'fsdp' (parameters and optimizer state split over the devices)"
+        )
+    if config.sharding == "fsdp" and config.distributed:
+        raise ConfigError(
+            "config.sharding='fsdp' runs in one process only for now; with distributed=True use"
+            " --config.sharding=replicated"
+        )
     validate_optim_config(config)
     _validate_recipe_keys(config)
     transforms.normalization(config.normalize, config.dataset, config.mean, config.std)

@@ -25,7 +25,7 @@ from swinjax import config as config_lib
 from swinjax import data
 from swinjax.data.batching import check_batch_size
 from swinjax.models import SwinTransformer
-from swinjax.training import loop, parallel, population
+from swinjax.training import loop, parallel, population, sharding
 from swinjax.training import state as state_lib
 
 
@@ -94,7 +94,9 @@ def setup_run(
     ]
     state = population.stack(states) if members is not None else states[0]
     del states  # a population is a copy: the originals can go
-    state = parallel.replicate(state, mesh)  # a restored checkpoint takes this sharding
+    # A restored checkpoint takes this sharding, whatever the layout and device count it was
+    # saved from.
+    state = sharding.place(state, mesh, config.sharding)
     return Run(config=config, mesh=mesh, splits=loaded, model=model, plan=plan, state=state)
 
 

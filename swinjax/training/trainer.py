@@ -35,7 +35,7 @@ from tqdm import tqdm
 from swinjax import config as config_lib
 from swinjax import weights
 from swinjax.data import screening
-from swinjax.training import checkpoint, evaluation, loop, parallel, plots, writers
+from swinjax.training import checkpoint, evaluation, loop, parallel, plots, sharding, writers
 from swinjax.training.setup import Run, setup_run
 from swinjax.training.workdir import (
     CONFIG_FILE,
@@ -165,7 +165,7 @@ def _init_from(run: Run, state: Any) -> Any:
     report.source = run.config.init_from
     if run.main_process:
         tqdm.write(weights.format_report(report))
-    return state.replace(params=parallel.replicate(params, run.mesh))
+    return state.replace(params=sharding.place(params, run.mesh, run.config.sharding))
 
 
 def _end_epoch(
