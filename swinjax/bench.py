@@ -1,7 +1,12 @@
 """Throughput benchmark: ``python -m swinjax.bench --config experiments/NAME.py [--json]``.
 
 Measures, for the config's model and batch size:
-- ``compile_s``: lowering + compiling ``train_step``;
+- ``first_step_s``: from the start of set-up (data, model, state) to the end of the first
+  ``train_step``, its compile included: what the persistent compilation cache
+  (``--config.compilation_cache``, :mod:`swinjax.config.compilation_cache`) cuts on a second start;
+- ``compile_s``: lowering + compiling ``train_step`` (loaded from the cache where it holds it);
+- ``train_state_bytes_per_device``: the train state's bytes on one device (parameters, optimizer
+  state, EMA, hparams: each array's shard there);
 - ``train_images_per_s``: steady-state ``train_step`` on a device-resident batch (after warm-up,
   synchronised at the end of the timed window);
 - ``eval_images_per_s``: ``eval_step`` likewise;
@@ -14,7 +19,8 @@ Measures, for the config's model and batch size:
 - the kernel set (``kernels``, as resolved) and the rematerialisation (``remat``) it ran with;
 - peak memory: ``peak_host_rss_mib`` (the process's peak resident memory: on a CPU what the
   run used, the dataset included), on an accelerator ``peak_device_memory_mib``, and
-  ``train_step_temp_mib``, XLA's buffers of ``train_step`` beyond its arguments and outputs
+  ``train_step_temp_mib`` (``train_step_temp_bytes`` exactly; None where XLA does not say),
+  XLA's buffers of ``train_step`` beyond its arguments and outputs
   (activations kept for the backward pass: what ``remat`` reduces), on any backend;
 - on an accelerator the model FLOPs utilisation from XLA's cost analysis;
 - with ``--profile``, where a train step's time goes, by XLA op and by model module

@@ -107,6 +107,7 @@ def main(
         return 0
     logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
     try:
+        _enable_compilation_cache(fv, takes_config=config is not None)
         result = work(fv)
     except UserError as e:
         return _fail(e, 2)
@@ -117,6 +118,15 @@ def main(
     if result is not None:
         print(json.dumps(result, default=float), flush=True)
     return 0
+
+
+def _enable_compilation_cache(fv: flags.FlagValues, *, takes_config: bool) -> None:
+    """The persistent compilation cache of the config's ``compilation_cache`` (``auto`` for a
+    program without ``--config``), before the program's first compile."""
+    from swinjax.config import compilation_cache
+
+    value = fv.config.get("compilation_cache", compilation_cache.AUTO) if takes_config else None
+    compilation_cache.enable(compilation_cache.AUTO if value is None else value)
 
 
 def _fail(error: Exception, status: int) -> int:

@@ -42,7 +42,7 @@ def _losses(config: Any, mode: str) -> tuple[list[float], int, list[str], dict]:
     mesh = parallel.make_mesh()
     state = state_lib.create_train_state(config, model, steps_per_epoch=16)
     state = sharding.place(state, mesh, mode)
-    state_bytes = sharding.bytes_per_device(state)
+    state_bytes = parallel.bytes_per_device(state)
     losses = []
     for batch in list(data.train_batches(split, config.batch_size, config.seed, 0))[:STEPS]:
         state, metrics = steps.train_step(state, parallel.put_batch(batch, mesh))

@@ -29,7 +29,7 @@ def test_rows_and_base_config() -> None:
         assert row.role in config_lib.ROLES and row.meaning, name
         if row.hparam:  # an array of the state: a population may vary it
             assert row.role == config_lib.RUN and row.population, name
-    assert config_lib.section_keys("launch") == ("distributed", "sharding")
+    assert config_lib.section_keys("launch") == ("distributed", "sharding", "compilation_cache")
     with pytest.raises(ValueError, match="no config section 'nope'"):
         config_lib.section_keys("nope")
 
@@ -72,6 +72,7 @@ RESUMABLE_52F3F97 = {
 RESUMABLE_ADDED = {
     "bad_images",  # a run that goes on with 'fail' met no bad file: it reads what 'skip' reads
     "sharding",  # where the state lives, not what it is: a run resumes on another device count
+    "compilation_cache",  # where compiled steps are cached: the same results, sooner
 }
 
 

@@ -42,7 +42,7 @@ def test_state_shardings_follow_the_tree_on_a_one_device_mesh() -> None:
     assert jax.tree.structure(got) == jax.tree.structure(tree)
     assert all(s.spec == PartitionSpec() and s.mesh == mesh for s in jax.tree.leaves(got))
     placed = sharding.place(tree, mesh, "fsdp")
-    assert sharding.bytes_per_device(placed) == 64 * 128 * 4 + 3 * 4 + 8
+    assert parallel.bytes_per_device(placed) == 64 * 128 * 4 + 3 * 4 + 8
 
 
 def test_sharding_key_is_validated_and_replicated_by_default() -> None:

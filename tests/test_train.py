@@ -56,6 +56,12 @@ def test_two_epochs_write_checkpoints_metrics_and_plots(tmp_path, tiny_config) -
     ):
         assert all(np.isfinite(e[key]) for e in epochs), key
     assert any(r["kind"] == "train_step" for r in records)
+    # Once: seconds from set-up to the first step, compile included (less than the whole run's).
+    [start] = [r for r in records if r["kind"] == "start"]
+    assert (
+        start["step"] == 1
+        and 0 < start["first_step_s"] < sum(e["epoch_seconds"] for e in epochs) + 60
+    )
     ckpt = checkpoint.Checkpointer(tmp_path, read_only=True)
     assert ckpt.all_steps() == [16, 32]
     assert ckpt.best_step() in (16, 32)

@@ -164,6 +164,12 @@ _OUTPUT = {
 _LAUNCH = {
     "distributed": Key(False, LAUNCH, "True: jax.distributed.initialize() first (multi-host)"),
     "sharding": Key("replicated", LAUNCH, "train state 'replicated' on every device, or 'fsdp'"),
+    "compilation_cache": Key(
+        "auto",
+        LAUNCH,
+        "compiled-step cache folder; 'auto': $JAX_COMPILATION_CACHE_DIR or ~/.cache/swinjax/jax; "
+        "'none': off",
+    ),
 }
 _GROUPS = {
     "data": _DATA,

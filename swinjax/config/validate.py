@@ -11,6 +11,7 @@ import ml_collections
 
 from swinjax import data
 from swinjax.augment import autoaugment, transforms
+from swinjax.config import compilation_cache
 from swinjax.config.keys import KEYS, model_overrides
 from swinjax.data import screening
 from swinjax.data.preprocess import HostPreprocess
@@ -58,6 +59,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             "config.sharding='fsdp' runs in one process only for now; with distributed=True use"
             " --config.sharding=replicated"
         )
+    compilation_cache.cache_dir(config.compilation_cache)  # a file where a folder belongs
     validate_optim_config(config)
     _validate_recipe_keys(config)
     transforms.normalization(config.normalize, config.dataset, config.mean, config.std)

@@ -54,6 +54,7 @@ def measure(
     steps after ``warmup`` untimed ones, the loop over ``epoch_steps`` steps of an epoch (0: all),
     and with ``profile`` where a train step's time goes (:mod:`.profiling`). ``batch_size`` > 0
     replaces the config's."""
+    start = time.perf_counter()
     if batch_size:
         config.batch_size = batch_size
     run, source = _set_up(config)
@@ -68,6 +69,9 @@ def measure(
     cost = cost[0] if isinstance(cost, list | tuple) else cost
     step_flops = float(cost.get("flops", 0.0)) if cost else 0.0
     temp = getattr(compiled.memory_analysis(), "temp_size_in_bytes", None)
+    state_bytes = parallel.bytes_per_device(state)
+    state, _ = jax.block_until_ready(compiled(state, batch))
+    first_step_s = time.perf_counter() - start
 
     state, train_s, eval_s = _step_times(state, batch, n_steps, warmup)
     state, result = _pipeline_and_loop(run, state, n_steps, epoch_steps, train_s / n_steps)
@@ -79,7 +83,10 @@ def measure(
         "kernels": kernel_sets.resolve(state.model.kernels),
         "remat": state.model.remat,
         "device": f"{device.platform}:{getattr(device, 'device_kind', '')} x{jax.device_count()}",
+        "first_step_s": round(first_step_s, 3),
         "compile_s": round(compile_s, 3),
+        "train_state_bytes_per_device": state_bytes,
+        "train_step_temp_bytes": temp,
         "train_images_per_s": round(n_steps * bs / train_s, 1),
         "train_ms_per_step": round(1000 * train_s / n_steps, 2),
         "eval_images_per_s": round(n_steps * bs / eval_s, 1),

@@ -119,3 +119,13 @@ def replicate_from_processes(tree: Tree, sharding: NamedSharding) -> Tree:
 def is_main_process() -> bool:
     """True in process 0, the one that writes logs, metrics and plots."""
     return jax.process_index() == 0
+
+
+def bytes_per_device(tree: Tree) -> int:
+    """Bytes of ``tree``'s arrays held by one device: the sum of each array's first addressable
+    shard (the whole array where it is replicated, a slice where it is sharded)."""
+    return sum(
+        int(leaf.addressable_shards[0].data.nbytes)
+        for leaf in jax.tree.leaves(tree)
+        if isinstance(leaf, jax.Array)
+    )

@@ -72,9 +72,3 @@ def place(state: Tree, mesh: Mesh, mode: str) -> Tree:
     if jax.process_count() > 1:
         raise ValueError("sharding='fsdp' is single-process for now; use 'replicated'")
     return jax.device_put(state, state_shardings(state, mesh, mode))
-
-
-def bytes_per_device(state: Any) -> int:
-    """Bytes of ``state``'s arrays held by one device (its first shard of each array)."""
-    leaves = [x for x in jax.tree.leaves(state) if isinstance(x, jax.Array)]
-    return sum(x.addressable_shards[0].data.nbytes for x in leaves)

@@ -25,6 +25,7 @@ import dataclasses
 import json
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     state restored or loaded from ``init_from``: a command that fails before training leaves the
     workdir as it was, so the corrected command may use it."""
     workdir = Path(workdir)
+    t_setup = time.perf_counter()
     run = setup_run(config, checks=[lambda c: check_run_workdir(workdir, c)])
     state, start = _initial_state(run, workdir)
     out = _open_outputs(run, workdir)
@@ -83,7 +85,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 meter,
                 start_epoch=progress.start_epoch,
                 end_epoch=lambda s, p: _end_epoch(run, out, s, p, meter, progress),
-                actions=_actions(run, out, meter, progress),
+                actions=[_first_step(out, t_setup), *_actions(run, out, meter, progress)],
                 should_stop=should_stop,
                 sharding=parallel.batch_sharding(run.mesh),
             )
@@ -284,6 +286,20 @@ def _actions(run: Run, out: _Outputs, meter: loop.Meter, progress: _Progress) ->
         periodic_actions.PeriodicCallback(every_steps=every, callback_fn=log_step),
         periodic_actions.ReportProgress(num_train_steps=run.plan.total_steps, writer=out.writer),
     ]
+
+
+def _first_step(out: _Outputs, start: float) -> Callable[[int], None]:
+    """An action that logs, once, the seconds from the start of set-up to the end of this
+    process's first train step (compile included): ``first_step_s`` of kind ``start``."""
+    done = []
+
+    def log_first_step(step: int) -> None:
+        if not done:
+            done.append(step)
+            seconds = time.perf_counter() - start
+            out.writer.write_scalars(step, writers.with_kind("start", {"first_step_s": seconds}))
+
+    return log_first_step
 
 
 class _StopRequest:
