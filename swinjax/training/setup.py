@@ -82,7 +82,12 @@ def setup_run(
     parallel.initialize_distributed(config.distributed)  # before any device use
     mesh = parallel.make_mesh()  # every device of every process
     if train:
-        check_batch_size(config.batch_size, mesh.size)
+        # every device holds a share (>= 1 row) of every microbatch
+        check_batch_size(
+            config.batch_size,
+            mesh.size * config.grad_accum_steps,
+            unit=f"devices ({mesh.size}) x grad_accum_steps ({config.grad_accum_steps})",
+        )
     loaded = _load_splits(config, splits)  # fails here, before compiling, if data are missing
     first = next(iter(loaded.values()))
     model = config_lib.build_model(config, first)
