@@ -155,3 +155,27 @@ def test_microbatch_smaller_than_the_devices_is_refused_before_compiling() -> No
     validate_config(config)
     with pytest.raises(ConfigError, match="grad_accum_steps"):
         setup.setup_run(make_tiny_config(batch_size=64, grad_accum_steps=128))
+
+
+@pytest.mark.slow
+def test_resume_with_accumulation_equals_uninterrupted(tmp_path) -> None:
+    from swinjax.training import checkpoint, trainer
+    from tests.test_train import _params_of
+
+    def config(**overrides):
+        tools = dict(grad_accum_steps=4, mixup_alpha=0.8, cutmix_alpha=1.0, erase_prob=0.25)
+        return make_tiny_config(**tools, **overrides)
+
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    trainer.train_and_evaluate(config(), straight)
+    first = trainer.train_and_evaluate(config(max_steps=21), resumed)  # mid epoch 2
+    assert first["step"] == 21 and first["stopped_by"] == "max_steps"
+    assert checkpoint.Checkpointer(resumed, read_only=True).all_steps()[-1] == 21
+    trainer.train_and_evaluate(config(), resumed)
+    a, meta_a = _params_of(straight)
+    b, meta_b = _params_of(resumed)
+    assert int(a.step) == int(b.step) == 32 and meta_a == meta_b
+    assert a.grad_accum_steps == b.grad_accum_steps == 4
+    compared = ((a.params, a.opt_state), (b.params, b.opt_state))
+    for x, y in zip(*map(jax.tree.leaves, compared), strict=True):
+        np.testing.assert_array_equal(x, y)  # bitwise on the CPU
