@@ -134,17 +134,11 @@ def _accumulated(
         add = lambda total, g: total + g.astype(jnp.float32)  # noqa: E731
         return jax.tree.map(add, carry, (grads, metrics)), None
 
-    zeros = jax.tree.map(
-        lambda a: jnp.zeros(a.shape, jnp.float32),
-        jax.eval_shape(
-            _grads_and_metrics,
-            state,
-            step_key,
-            step_key,
-            jax.tree.map(lambda a: a[0], microbatches(batch, k)),
-        ),
-    )
-    (grads, metrics), _ = jax.lax.scan(body, zeros, (jnp.arange(k), microbatches(batch, k)))
+    micro_KB = microbatches(batch, k)
+    first = jax.tree.map(lambda a: a[0], micro_KB)
+    shapes = jax.eval_shape(_grads_and_metrics, state, step_key, step_key, first)
+    zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, jnp.float32), shapes)
+    (grads, metrics), _ = jax.lax.scan(body, zeros, (jnp.arange(k), micro_KB))
     grads = jax.tree.map(lambda total, p: (total / k).astype(p.dtype), grads, state.params)
     return grads, jax.tree.map(lambda total: total / k, metrics)
 
