@@ -148,6 +148,7 @@ _TRAIN = {
     # member of a population trains: not a population key.
     "num_epochs": Key(40, LENGTH, "epochs; the schedule spans them (re-planned if it changes)"),
     "max_steps": Key(0, LENGTH, "> 0: stop after this many steps in all (smoke runs)"),
+    "grad_accum_steps": Key(1, RUN, "microbatches per step (gradients summed, one update)"),
 }
 _EVAL = {
     "eval_batch_size": Key(0, OUTPUT, "evaluation batch size; 0: batch_size"),

@@ -42,6 +42,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for key in ("batch_size", "log_every_steps", "checkpoint_every_epochs", "keep_checkpoints"):
         if int(config[key]) < 1:
             raise ConfigError(f"config.{key} must be >= 1, got {config[key]}")
+    _validate_grad_accum(config)
     if config.max_steps < 0:
         raise ConfigError(f"config.max_steps must be >= 0 (0: no limit), got {config.max_steps}")
     if config.augment not in transforms.MODES:
@@ -67,6 +68,17 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _validate_finetune_keys(config)
     # Construct the model with dummy data shapes: every architecture error surfaces now.
     create_model(config.model, dtype=config.dtype, **model_overrides(config))
+
+
+def _validate_grad_accum(config: ml_collections.ConfigDict) -> None:
+    k = config.grad_accum_steps
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ConfigError(f"config.grad_accum_steps must be an int >= 1 (1: off), got {k!r}")
+    if config.batch_size % k:
+        raise ConfigError(
+            f"config.batch_size={config.batch_size} is not divisible by config.grad_accum_steps="
+            f"{k} (the microbatches are equal); use a batch size that is a multiple of {k}"
+        )
 
 
 def _validate_finetune_keys(config: ml_collections.ConfigDict) -> None:

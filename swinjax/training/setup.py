@@ -82,7 +82,10 @@ def setup_run(
     parallel.initialize_distributed(config.distributed)  # before any device use
     mesh = parallel.make_mesh()  # every device of every process
     if train:
-        check_batch_size(config.batch_size, mesh.size)
+        # every device holds a share (>= 1 row) of every microbatch
+        k = config.grad_accum_steps
+        unit = f"devices ({mesh.size}) x grad_accum_steps ({k})" if k > 1 else "devices"
+        check_batch_size(config.batch_size, mesh.size * k, unit=unit)
     loaded = _load_splits(config, splits)  # fails here, before compiling, if data are missing
     first = next(iter(loaded.values()))
     model = config_lib.build_model(config, first)

@@ -48,6 +48,7 @@ class TrainState(struct.PyTreeNode):
     std: tuple[float, ...] = struct.field(pytree_node=False, default=())
     resize_method: str = struct.field(pytree_node=False, default="bilinear")
     recipe: recipe_lib.Recipe = struct.field(pytree_node=False, default=recipe_lib.Recipe())
+    grad_accum_steps: int = struct.field(pytree_node=False, default=1)  # microbatches per step
 
 
 def image_shape(model: nn.Module) -> tuple[int, int, int]:
@@ -140,4 +141,5 @@ def create_train_state(
         std=std,
         resize_method=config.resize_method,
         recipe=recipe,
+        grad_accum_steps=int(config.grad_accum_steps),
     )

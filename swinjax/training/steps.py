@@ -14,7 +14,9 @@ metrics and sums then have shape ``[P]``.
 
 Randomness: step ``s`` uses ``fold_in(state.rng, s)``, split into the augmentation and the
 dropout keys, so the stream is a pure function of the seed and the step: a resumed run draws
-bit for bit what an uninterrupted one would.
+bit for bit what an uninterrupted one would. With gradient accumulation
+(``state.grad_accum_steps`` k > 1) microbatch ``i`` of step ``s`` uses ``fold_in(fold_in(state.rng,
+s), i)`` the same way.
 """
 
 from __future__ import annotations
@@ -82,19 +84,11 @@ def _train_inputs(
     return x, targets, dominant
 
 
-def _one_train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
-    """One AdamW step of one model on ``batch = {"image": uint8 or [0, 1] float [B, H, W, C],
-    "label": [B]}``.
-
-    The batch is augmented here, on the device (``state.augment_mode``, then the extras of
-    ``state.recipe``: :func:`_train_inputs`); metrics are float32 scalars: ``loss``, ``top1``,
-    ``top5`` (against the dominant label of a mixed image), ``learning_rate`` and ``grad_norm``
-    (before clipping). Frozen parameters (``state.trainable``) get no gradient and no update;
-    the others' updates are scaled by their layer's learning-rate factor
-    (``hparams["layer_decay"]``). With ``recipe.ema`` the EMA of the parameters follows.
-    """
-    step_key = jax.random.fold_in(state.rng, state.step)
-    aug_key, dropout_key = jax.random.split(step_key)
+def _grads_and_metrics(
+    state: TrainState, aug_key: jax.Array, dropout_key: jax.Array, batch: dict[str, jax.Array]
+) -> tuple[Any, dict[str, jax.Array]]:
+    """The gradients of the mean loss over ``batch`` (augmented with ``aug_key``, dropout from
+    ``dropout_key``) and its ``loss``, ``top1`` and ``top5`` (means over the batch)."""
     x, targets, labels = _train_inputs(state, aug_key, batch)
 
     def loss_fn(params: Any) -> tuple[jax.Array, jax.Array]:
@@ -106,6 +100,64 @@ def _one_train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[Tra
         return loss, logits
 
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    metrics = {
+        "loss": loss,
+        "top1": topk_correct(logits, labels, 1).mean(),
+        "top5": topk_correct(logits, labels, 5).mean(),
+    }
+    return grads, metrics
+
+
+def microbatches(batch: dict[str, jax.Array], k: int) -> dict[str, jax.Array]:
+    """``batch`` split into ``k`` equal microbatches along a new leading axis ``[k, B / k, ...]``;
+    microbatch ``i`` holds rows ``i, i + k, i + 2k, ...``, so that each device's block of a
+    batch sharded along its rows holds its share of every microbatch (no data moves)."""
+    return jax.tree.map(lambda a: a.reshape(a.shape[0] // k, k, *a.shape[1:]).swapaxes(0, 1), batch)
+
+
+def _accumulated(
+    state: TrainState, step_key: jax.Array, batch: dict[str, jax.Array]
+) -> tuple[Any, dict[str, jax.Array]]:
+    """Gradients and metrics of the global ``batch`` as the mean over ``state.grad_accum_steps``
+    microbatches, scanned one after another (only one microbatch's activations live at a time),
+    summed in float32. Microbatch ``i`` draws its augmentation and dropout keys from
+    ``fold_in(step_key, i)``. With one microbatch: the whole batch, keys from ``step_key``."""
+    k = state.grad_accum_steps
+    if k == 1:
+        aug_key, dropout_key = jax.random.split(step_key)
+        return _grads_and_metrics(state, aug_key, dropout_key, batch)
+
+    def body(carry: Any, xs: tuple[jax.Array, dict[str, jax.Array]]) -> tuple[Any, None]:
+        i, micro = xs
+        aug_key, dropout_key = jax.random.split(jax.random.fold_in(step_key, i))
+        grads, metrics = _grads_and_metrics(state, aug_key, dropout_key, micro)
+        add = lambda total, g: total + g.astype(jnp.float32)  # noqa: E731
+        return jax.tree.map(add, carry, (grads, metrics)), None
+
+    micro_KB = microbatches(batch, k)
+    first = jax.tree.map(lambda a: a[0], micro_KB)
+    shapes = jax.eval_shape(_grads_and_metrics, state, step_key, step_key, first)
+    zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, jnp.float32), shapes)
+    (grads, metrics), _ = jax.lax.scan(body, zeros, (jnp.arange(k), micro_KB))
+    grads = jax.tree.map(lambda total, p: (total / k).astype(p.dtype), grads, state.params)
+    return grads, jax.tree.map(lambda total: total / k, metrics)
+
+
+def _one_train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
+    """One AdamW step of one model on ``batch = {"image": uint8 or [0, 1] float [B, H, W, C],
+    "label": [B]}``.
+
+    The batch is augmented here, on the device (``state.augment_mode``, then the extras of
+    ``state.recipe``: :func:`_train_inputs`); metrics are float32 scalars: ``loss``, ``top1``,
+    ``top5`` (against the dominant label of a mixed image), ``learning_rate`` and ``grad_norm``
+    (before clipping). Frozen parameters (``state.trainable``) get no gradient and no update;
+    the others' updates are scaled by their layer's learning-rate factor
+    (``hparams["layer_decay"]``). With ``recipe.ema`` the EMA of the parameters follows. With
+    ``state.grad_accum_steps`` k > 1 the gradients are those of the batch's k microbatches
+    (:func:`_accumulated`): one update per global batch, the learning rate that of the batch.
+    """
+    step_key = jax.random.fold_in(state.rng, state.step)
+    grads, metrics = _accumulated(state, step_key, batch)
     grads = jax.tree.map(lambda g, t: g * t.astype(g.dtype), grads, state.trainable)
     grad_norm = optax.tree.norm(grads)
     grads = adamw.clip_by_global_norm(grads, grad_norm, state.hparams["grad_clip_norm"])
@@ -121,13 +173,7 @@ def _one_train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[Tra
     )
     updates = param_groups.scale_updates(updates, state.hparams["layer_decay"], state.trainable)
     params = optax.apply_updates(state.params, updates)
-    metrics = {
-        "loss": loss,
-        "top1": topk_correct(logits, labels, 1).mean(),
-        "top5": topk_correct(logits, labels, 5).mean(),
-        "learning_rate": lr,
-        "grad_norm": grad_norm,
-    }
+    metrics = {**metrics, "learning_rate": lr, "grad_norm": grad_norm}
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     if state.recipe.ema:
         ema = ema_update(state.ema_params, params, new_state.step, state.hparams["ema_decay"])
