@@ -21,8 +21,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Two workers, one test file each at a time (files share compiled steps within a process).
-# `make test`: everything but the end-to-end runs marked slow (9 minutes on 2 cores, 2026-12-02);
-# `make test-slow`: those (up to 18 minutes); CI (.ci/run) runs both.
+# `make test`: everything but the end-to-end runs marked slow (5 min 26 s from a fresh clone, venv included, on 2 cores, 2026-12-06);
+# `make test-slow`: those (8 min 37 s); CI (.ci/run) runs both.
 PYTEST := $(PY) -m pytest -q -n 2 --dist loadfile -p no:warnings
 test: install
 	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
