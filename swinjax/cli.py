@@ -277,6 +277,25 @@ def _config_value_error(
     return None
 
 
+def define_tta_flags(fv: flags.FlagValues) -> None:
+    """``--tta`` and ``--tta_shift``, as eval and predict take them (read with
+    :func:`tta_shift`)."""
+    flags.DEFINE_bool(
+        "tta", False, "flip test-time augmentation: average image and mirror", flag_values=fv
+    )
+    flags.DEFINE_integer(
+        "tta_shift",
+        -1,
+        "with --tta, also views moved by +-this many pixels; -1: the run's eval_tta_shift",
+        flag_values=fv,
+    )
+
+
+def tta_shift(fv: flags.FlagValues) -> int | None:
+    """``--tta_shift``: None (the run's ``eval_tta_shift``) for -1, else the pixels given."""
+    return None if fv.tta_shift < 0 else fv.tta_shift
+
+
 def help_text(
     fv: flags.FlagValues,
     program: str,

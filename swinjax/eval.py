@@ -44,15 +44,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_bool(
         "best", False, "the best checkpoint by validation top-1 (params or EMA)", flag_values=fv
     )
-    flags.DEFINE_bool(
-        "tta", False, "flip test-time augmentation: average image and mirror", flag_values=fv
-    )
-    flags.DEFINE_integer(
-        "tta_shift",
-        -1,
-        "with --tta, also views moved by +-this many pixels; -1: the run's eval_tta_shift",
-        flag_values=fv,
-    )
+    cli.define_tta_flags(fv)
     flags.DEFINE_integer("batch_size", 0, "0: the config's eval batch size", flag_values=fv)
     flags.DEFINE_string(
         "report", None, "also write the evaluation report into this directory", flag_values=fv
@@ -79,7 +71,7 @@ def _work(fv: flags.FlagValues) -> dict:
         best=fv.best,
         batch_size=fv.batch_size or None,  # 0: the config's
         tta=fv.tta,
-        tta_shift=None if fv.tta_shift < 0 else fv.tta_shift,  # -1: the run's
+        tta_shift=cli.tta_shift(fv),
     )
     if fv.report:
         return report_writer.evaluate_with_report(

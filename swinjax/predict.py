@@ -40,15 +40,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     )
     flags.DEFINE_integer("topk", 5, "classes per file, most probable first", flag_values=fv)
     flags.DEFINE_integer("batch_size", 64, "images per batch (over every device)", flag_values=fv)
-    flags.DEFINE_bool(
-        "tta", False, "flip test-time augmentation: average image and mirror", flag_values=fv
-    )
-    flags.DEFINE_integer(
-        "tta_shift",
-        -1,
-        "with --tta, also views moved by +-this many pixels; -1: the run's eval_tta_shift",
-        flag_values=fv,
-    )
+    cli.define_tta_flags(fv)
     flags.DEFINE_enum(
         "features", None, list(FEATURE_KINDS), "write embeddings to --out FILE.npz", flag_values=fv
     )
@@ -95,7 +87,7 @@ def _work(fv: flags.FlagValues) -> dict | None:
         best=fv.best,
         batch_size=fv.batch_size,
         tta=fv.tta,
-        tta_shift=None if fv.tta_shift < 0 else fv.tta_shift,
+        tta_shift=cli.tta_shift(fv),
         ema=fv.ema,
     )
     if features:

@@ -82,6 +82,12 @@ def tta_settings(
     return tta, (config_shift if tta_shift is None else tta_shift) if tta else 0
 
 
+def eval_batch_size(config: Any, batch_size: int | None = None) -> int:
+    """The evaluation batch size: ``batch_size``, else ``config.eval_batch_size``, else
+    ``config.batch_size``."""
+    return batch_size or config.eval_batch_size or config.batch_size
+
+
 def evaluate_for_config(
     state: Any,
     split: data.Split,
@@ -97,7 +103,7 @@ def evaluate_for_config(
     beside ``loss``, ``top1``, ``top5``); test-time augmentation as :func:`tta_settings` gives;
     batches of ``batch_size``, else ``config.eval_batch_size``, else ``config.batch_size``."""
     tta, tta_shift = tta_settings(config, tta, tta_shift)
-    batch_size = batch_size or config.eval_batch_size or config.batch_size
+    batch_size = eval_batch_size(config, batch_size)
     raw = evaluate(state, split, batch_size, mesh, tta, tta_shift)
     if state.ema_params is None:
         return raw

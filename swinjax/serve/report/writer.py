@@ -117,7 +117,7 @@ def evaluate_with_report(
     predictions = evaluation.split_predictions(
         restored.state,
         restored.split,
-        batch_size or config.eval_batch_size or config.batch_size,
+        evaluation.eval_batch_size(config, batch_size),
         restored.mesh,
         tta=record["tta"],
         tta_shift=record["tta_shift"],
