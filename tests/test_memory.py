@@ -10,12 +10,13 @@ import pytest
 from swinjax.errors import ConfigError
 from swinjax.models import create_model
 from swinjax.models.presets import count_params, param_shapes
-from swinjax.training import memory, parallel
+from swinjax.training import memory, memory_calibration, parallel
 from swinjax.training.state import create_train_state
 from tests.conftest import make_tiny_config
 
-# The activation estimate against XLA:CPU's temporary bytes may be off by this factor either way
-# (docs/performance.md, "Memory arithmetic": the measured ratios sit well inside it).
+# The activation estimate may be off by this factor either way against XLA:CPU's temporary bytes
+# (remat none) and against the residuals JAX saves (every remat): docs/performance.md, "Memory
+# arithmetic", measured 0.81-1.06 and 0.53-1.01.
 CALIBRATION_FACTOR = 2.0
 
 
@@ -52,7 +53,7 @@ def test_fsdp_divides_the_state_by_the_device_count() -> None:
     model = memory.model_at("swin_t", 224)
     whole = memory.state_bytes(model)
     split = memory.state_bytes(model, sharding="fsdp", devices=8)
-    assert whole.state / 8 <= split.state <= 1.01 * whole.state / 8  # small arrays stay whole
+    assert whole.state / 8 <= split.state <= 1.05 * whole.state / 8  # small arrays stay whole
     assert split.grads == split.params  # gradients reduce-scattered like the parameters
     assert split.gathered == whole.params  # float32 compute: one whole gathered copy
     assert memory.state_bytes(model, sharding="fsdp", devices=1) == whole
@@ -95,18 +96,23 @@ def test_largest_microbatch_fits_and_one_more_does_not() -> None:
     assert memory.accum_steps_needed(512, 8, 0) is None
 
 
-@pytest.mark.parametrize("name, size, batch", [("tiny_test", 16, 4)])
-@pytest.mark.parametrize("remat", ["none", "full"])
-def test_activation_estimate_is_within_a_factor_of_xlas_temp_bytes(
-    name: str, size: int, batch: int, remat: str
-) -> None:
-    model = memory.model_at(name, size, remat=remat, kernels="reference")
-    predicted = batch * memory.activation_bytes(model).total
-    measured = memory.xla_temp_bytes(model, batch)
+def test_activation_estimate_is_within_a_factor_of_xlas_temp_bytes() -> None:
+    model = memory.model_at("tiny_test", 16, kernels="reference")
+    measured = memory_calibration.temp_bytes_per_image(model, batch=8)
     if measured is None:
         pytest.fail(f"{jax.default_backend()} gives no memory analysis")
-    ratio = predicted / measured
-    assert 1 / CALIBRATION_FACTOR <= ratio <= CALIBRATION_FACTOR, (predicted, measured)
+    ratio = memory.activation_bytes(model).total / measured
+    assert 1 / CALIBRATION_FACTOR <= ratio <= CALIBRATION_FACTOR, ratio
+
+
+@pytest.mark.parametrize("name, size", [("tiny_test", 16), ("swin_cifar_t", 32)])
+@pytest.mark.parametrize("remat", ["none", "blocks", "full"])
+def test_saved_estimate_is_within_a_factor_of_what_jax_saves(
+    name: str, size: int, remat: str
+) -> None:
+    model = memory.model_at(name, size, remat=remat, kernels="reference")
+    ratio = memory.activation_bytes(model).saved / memory_calibration.saved_bytes_per_image(model)
+    assert 1 / CALIBRATION_FACTOR <= ratio <= CALIBRATION_FACTOR, ratio
 
 
 def test_bad_inputs_are_refused_with_the_fix() -> None:

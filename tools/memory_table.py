@@ -10,8 +10,10 @@ device that fits with ``--headroom`` of the memory left free, with the ``grad_ac
 global batch of 1024 (pre-training at 224) or 512 (fine-tuning at 384) then needs on
 ``--devices`` devices. Predicted, nothing compiled.
 
-``--calibrate`` compiles the loss's gradient of a few small configs on JAX's default backend and
-prints, per config, XLA's temporary bytes beside the predicted activations and their ratio.
+``--calibrate`` compares the predicted activations per image of a few small configs (reference
+kernels, float32) with what JAX saves for the backward pass and with XLA's temporary bytes of the
+compiled gradient on JAX's default backend (``swinjax.training.memory_calibration``), one JSON
+line per config.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ if __name__ == "__main__":  # the programs' XLA flag, before JAX is imported (sw
 import argparse
 import json
 
-from swinjax.training import memory
+from swinjax.training import memory, memory_calibration
 
 MODELS = ("swin_t", "swin_b", "swin_l")
 SIZES = (224, 384)
@@ -32,9 +34,9 @@ GLOBAL_BATCH = {224: 1024, 384: 512}
 DEVICE_GIB = (16, 24, 40, 80)
 # (preset, image size, images per batch): compiled by --calibrate.
 CALIBRATION = (
-    ("tiny_test", 16, 4),
-    ("swin_cifar_t", 32, 2),
-    ("swin_t", 224, 1),
+    ("tiny_test", 16, 8),
+    ("swin_cifar_t", 32, 4),
+    ("swin_t", 224, 2),
 )
 
 
@@ -78,17 +80,26 @@ def _row(model, name: str, dtype: str, mode: str, devices: int, headroom: float)
 
 
 def calibrate() -> None:
-    """One JSON line per config of :data:`CALIBRATION` and remat: predicted against XLA."""
+    """One JSON line per config of :data:`CALIBRATION` and remat: the predicted bytes per image
+    against JAX's saved residuals (every remat) and XLA's temporary bytes (remat none and
+    full; compiled twice, at the batch and half of it), in MiB."""
     for name, size, batch in CALIBRATION:
-        for remat in ("none", "full"):
+        for remat in ("none", "blocks", "full"):
             model = memory.model_at(name, size, kernels="reference", remat=remat)
-            predicted = batch * memory.activation_bytes(model).total
-            temp = memory.xla_temp_bytes(model, batch)
-            row = dict(model=name, image=model.img_size, batch=batch, remat=remat)
-            row.update(predicted_mib=round(predicted / 2**20, 2))
-            row.update(xla_temp_mib=round(temp / 2**20, 2) if temp else None)
-            row.update(predicted_over_xla=round(predicted / temp, 3) if temp else None)
+            predicted = memory.activation_bytes(model)
+            saved = memory_calibration.saved_bytes_per_image(model, batch)
+            row = dict(model=name, image=size, batch=batch, remat=remat)
+            row.update(saved_mib=_mib(predicted.saved), jax_saved_mib=_mib(saved))
+            row.update(saved_over_jax=round(predicted.saved / saved, 3))
+            if remat != "blocks":
+                temp = memory_calibration.temp_bytes_per_image(model, batch)
+                row.update(total_mib=_mib(predicted.total), xla_temp_mib=_mib(temp or 0))
+                row.update(total_over_xla=round(predicted.total / temp, 3) if temp else None)
             print(json.dumps(row), flush=True)
+
+
+def _mib(n: float) -> float:
+    return round(n / 2**20, 3)
 
 
 def main() -> None:

@@ -23,8 +23,9 @@ What is counted (per device):
   backward pass plus the backward pass's working set (the largest block recomputed under remat,
   and the gradients in flight).
 
-These are predictions of the formulation's arithmetic, calibrated against XLA:CPU's buffer
-assignment only (docs/performance.md, "Memory arithmetic"); XLA:GPU's and XLA:TPU's buffer
+These are predictions of the formulation's arithmetic, calibrated against what JAX saves for the
+backward pass and XLA:CPU's buffer assignment only (:mod:`.memory_calibration`;
+docs/performance.md, "Memory arithmetic"); XLA:GPU's and XLA:TPU's buffer
 assignment, fusion and rematerialisation differ, so check them the day an accelerator is lent.
 """
 
@@ -35,7 +36,6 @@ import math
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from swinjax.errors import ConfigError
@@ -45,7 +45,6 @@ from swinjax.models.layers.blocks import REMAT_POLICIES
 from swinjax.models.presets import param_shapes
 from swinjax.models.swin import StageSpec, SwinTransformer
 from swinjax.training import sharding as sharding_lib
-from swinjax.training.losses import cross_entropy
 
 GIB = 2**30
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2}
@@ -333,30 +332,3 @@ def accum_steps_needed(global_batch: int, devices: int, microbatch: int) -> int 
         if per_device % k == 0 and per_device // k <= microbatch:
             return k
     return None
-
-
-# ------------------------------------------------------------------------------ measurement
-
-
-def xla_temp_bytes(model: SwinTransformer, batch: int) -> int | None:
-    """What the predictions are checked against (compiles; seconds for tiny models): XLA's
-    temporary bytes (``compiled.memory_analysis()``) of the loss's gradient for ``model`` on
-    ``batch`` uint8 images, on JAX's default backend. Parameters are arguments and gradients
-    outputs, so the figure is the activations the backward pass keeps plus its working
-    buffers; None where the backend does not say."""
-    _check_positive_int("batch", batch)
-    img = windows.to_pair(model.img_size)
-    images = jax.ShapeDtypeStruct((batch, *img, model.in_chans), jnp.uint8)
-    labels = jax.ShapeDtypeStruct((batch,), jnp.int32)
-
-    def loss_grads(params: Any, key: jax.Array, images_BHWC: jax.Array, labels_B: jax.Array):
-        def loss(p: Any) -> jax.Array:
-            x = images_BHWC.astype(jnp.float32) / 255.0
-            logits = model.apply({"params": p}, x, train=True, rngs={"dropout": key})
-            return cross_entropy(logits, labels_B, 0.0).mean()
-
-        return jax.value_and_grad(loss)(params)
-
-    key = jax.eval_shape(lambda: jax.random.key(0))
-    compiled = jax.jit(loss_grads).lower(param_shapes(model), key, images, labels).compile()
-    return getattr(compiled.memory_analysis(), "temp_size_in_bytes", None)
