@@ -16,7 +16,7 @@ from tests.conftest import make_tiny_config
 
 # The activation estimate may be off by this factor either way against XLA:CPU's temporary bytes
 # (remat none) and against the residuals JAX saves (every remat): docs/performance.md, "Memory
-# arithmetic", measured 0.81-1.06 and 0.53-1.01.
+# arithmetic", measured 0.81-1.06 and 0.53-1.01 on the configs there).
 CALIBRATION_FACTOR = 2.0
 
 
@@ -82,7 +82,7 @@ def test_accumulation_divides_the_activations_by_k() -> None:
 
 
 def test_largest_microbatch_fits_and_one_more_does_not() -> None:
-    model = memory.model_at("swin_b", 384, dtype="bfloat16")
+    model = memory.model_at("swin_t", 384, dtype="bfloat16")
     kwargs = dict(sharding="fsdp", devices=8, adam_mu_dtype="bfloat16")
     device, headroom = 40 * memory.GIB, 0.1
     m = memory.largest_microbatch(model, device_bytes=device, headroom=headroom, **kwargs)
@@ -105,12 +105,9 @@ def test_activation_estimate_is_within_a_factor_of_xlas_temp_bytes() -> None:
     assert 1 / CALIBRATION_FACTOR <= ratio <= CALIBRATION_FACTOR, ratio
 
 
-@pytest.mark.parametrize("name, size", [("tiny_test", 16), ("swin_cifar_t", 32)])
 @pytest.mark.parametrize("remat", ["none", "blocks", "full"])
-def test_saved_estimate_is_within_a_factor_of_what_jax_saves(
-    name: str, size: int, remat: str
-) -> None:
-    model = memory.model_at(name, size, remat=remat, kernels="reference")
+def test_saved_estimate_is_within_a_factor_of_what_jax_saves(remat: str) -> None:
+    model = memory.model_at("tiny_test", 16, remat=remat, kernels="reference")
     ratio = memory.activation_bytes(model).saved / memory_calibration.saved_bytes_per_image(model)
     assert 1 / CALIBRATION_FACTOR <= ratio <= CALIBRATION_FACTOR, ratio
 

@@ -32,6 +32,7 @@ assignment, fusion and rematerialisation differ, so check them the day an accele
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -116,9 +117,9 @@ def state_bytes(
     _check_positive_int("devices", devices)
     _check_positive_int("grad_accum_steps", grad_accum_steps)
     whole, local = 0, 0
-    for leaf in jax.tree.leaves(param_shapes(model)):
-        size = math.prod(leaf.shape)
-        axis = sharding_lib.sharded_axis(tuple(leaf.shape), devices) if sharding == "fsdp" else None
+    for shape in _param_leaf_shapes(model.clone(dtype=np.float32, remat="none", kernels="auto")):
+        size = math.prod(shape)
+        axis = sharding_lib.sharded_axis(shape, devices) if sharding == "fsdp" else None
         whole += size
         local += size if axis is None else size // devices
     compute = DTYPE_BYTES[_dtype_name(model.dtype)]
@@ -131,6 +132,13 @@ def state_bytes(
         grads=local * PARAM_BYTES * (2 if grad_accum_steps > 1 else 1),
         gathered=gathered,
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _param_leaf_shapes(model: SwinTransformer) -> tuple[tuple[int, ...], ...]:
+    """The shapes of ``model``'s parameters (traced once per architecture: neither the compute
+    dtype, remat nor the kernel set changes them)."""
+    return tuple(tuple(leaf.shape) for leaf in jax.tree.leaves(param_shapes(model)))
 
 
 def _dtype_name(dtype: Any) -> str:
