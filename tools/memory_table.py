@@ -26,6 +26,7 @@ if __name__ == "__main__":  # the programs' XLA flag, before JAX is imported (sw
 import argparse
 import json
 
+from swinjax.models import SwinTransformer
 from swinjax.training import memory, memory_calibration
 
 MODELS = ("swin_t", "swin_b", "swin_l")
@@ -57,7 +58,9 @@ def table(devices: int, headroom: float) -> str:
     return "\n".join(lines)
 
 
-def _row(model, name: str, dtype: str, mode: str, devices: int, headroom: float) -> str:
+def _row(
+    model: SwinTransformer, name: str, dtype: str, mode: str, devices: int, headroom: float
+) -> str:
     """One row: ``model`` (built at its image size, ``dtype`` and remat) under ``mode``."""
     size = model.img_size
     state = memory.state_bytes(
