@@ -3,16 +3,21 @@ the summary a device run would (slow tier); the full plan covers what the check 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
 from tests.conftest import REPO
 
 SCRIPT = REPO / "tools" / "accelerator_check.sh"
+_SPEC = importlib.util.spec_from_file_location("accelerator_check", SCRIPT.with_suffix(".py"))
+check = sys.modules.setdefault("accelerator_check", importlib.util.module_from_spec(_SPEC))
+_SPEC.loader.exec_module(check)  # the driver (tools/ is no package)
 
 
 def _run(*args: str, timeout: float) -> subprocess.CompletedProcess:
@@ -41,6 +46,31 @@ def test_the_full_plan_covers_models_precisions_and_variants(tmp_path) -> None:
     assert steps[1]["env"] == {"JAX_DEFAULT_MATMUL_PRECISION": "float32"}
 
 
+def test_a_failing_or_hanging_step_is_recorded_and_the_budget_kept(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(check, "MIN_START_S", 0.5)
+    far = time.monotonic() + 60
+    failing = check.Step("fails", "bench", ("-c", "import sys; sys.exit('no device here')"), 30)
+    record, _ = check.run_step(failing, tmp_path, far)
+    assert record["status"] == "failed: exit status 1" and not record["ok"]
+    assert "no device here" in record["error_tail"]
+    hanging = check.Step("hangs", "bench", ("-c", "import time; time.sleep(60)"), 1)
+    start = time.monotonic()
+    record, _ = check.run_step(hanging, tmp_path, far)
+    assert record["status"] == "timed out after 1 s" and time.monotonic() - start < 10
+    record, _ = check.run_step(failing, tmp_path, time.monotonic() + 0.1)  # no time left
+    assert record["status"].startswith("skipped") and not record["ok"]
+
+
+def test_without_an_accelerator_the_check_stops_after_the_backend(tmp_path) -> None:
+    out = tmp_path / "summary.json"
+    proc = _run("--out", str(out), timeout=120)
+    summary = json.loads(out.read_text())
+    assert proc.returncode == 1 and not summary["ok"]
+    assert summary["backend"]["ok"] and summary["backend"]["platform"] == "cpu"
+    assert "JAX sees only the CPU" in summary["error"] and "[cuda]" in summary["error"]
+    assert "parity" not in summary and summary["bench"] == []
+
+
 @pytest.mark.slow
 def test_cpu_smoke_runs_every_step(tmp_path) -> None:
     out = tmp_path / "summary.json"
@@ -61,6 +91,8 @@ def test_cpu_smoke_runs_every_step(tmp_path) -> None:
         assert row["train_images_per_s"] > 0 and row["first_step_s"] > 0, row["name"]
         assert row["train_state_bytes_per_device"] > 0 and row["train_step_temp_bytes"] > 0
     assert {r["kernels"] for r in rows} == {"cpu", "reference"}  # auto resolved, and chosen
-    assert {r["sharding"] for r in rows} == {"replicated", "fsdp"}
+    by_sharding = {r["sharding"]: r for r in rows if r["dtype"] == "bfloat16"}
+    fsdp, replicated = by_sharding["fsdp"], by_sharding["replicated"]  # over two host devices
+    assert fsdp["train_state_bytes_per_device"] < replicated["train_state_bytes_per_device"]
     fastest = summary["fastest"]["tiny_test"]
     assert fastest["train_images_per_s"] == max(r["train_images_per_s"] for r in rows)

@@ -1,6 +1,6 @@
 """The accelerator check: one command that says what swinjax does on the device it runs on.
 
-    bash tools/accelerator_check.sh [--cpu-smoke] [--out FILE] [--budget_s S] [--plan]
+    bash tools/accelerator_check.sh [--cpu-smoke] [--out FILE] [--budget_s S] [--only A,B] [--plan]
 
 (the wrapper chooses the interpreter: docs/performance.md, "Accelerators (awaiting a device)").
 Each step is a program of its own, run in a subprocess with its own timeout, in this order:
@@ -150,7 +150,15 @@ MODELS = {
         5,
         240,
     ),
-    "tiny_test": Model("experiments/demo.py", 32, synthetic(16, 10, 320, 64), 2, 1, 2, 120),
+    "tiny_test": Model(  # embed_dim 32: a few arrays large enough for fsdp to split
+        "experiments/demo.py",
+        32,
+        {"model_kwargs.embed_dim": 32, **synthetic(16, 10, 320, 64)},
+        2,
+        1,
+        2,
+        120,
+    ),
 }
 BF16 = {"dtype": "bfloat16"}
 # (model, variant): the core rows first (each model in both precisions), then the variants.
@@ -167,17 +175,24 @@ FULL_MATRIX = (
     ("swin_b_384", {**BF16, "remat": "full"}),
     ("swin_b_384", {}),
 )
+# Every variant at least once, in as few rows (compilations) as that takes.
 SMOKE_MATRIX = (
     ("tiny_test", {}),
     ("tiny_test", BF16),
-    ("tiny_test", {**BF16, "kernels": "reference"}),
-    ("tiny_test", {**BF16, "sharding": "fsdp", "remat": "blocks"}),
+    ("tiny_test", {**BF16, "kernels": "reference", "sharding": "fsdp", "remat": "blocks"}),
     ("tiny_test", {**BF16, "grad_accum_steps": 2}),
 )
 # Two epochs of the Keras example's recipe on CIFAR-10-sized synthetic data.
 TRAIN = {"config": "experiments/keras_example.py", **synthetic(32, 10, 50_000, 10_000)}
-SMOKE_TRAIN = {"config": "experiments/demo.py", **synthetic(16, 10, 320, 64), "batch_size": 32}
-SMOKE_DEVICES = 2
+# The demo's training with the first smoke row's model and batch (whose compiled step it reuses).
+SMOKE_TRAIN = {
+    "config": MODELS["tiny_test"].config,
+    **MODELS["tiny_test"].overrides,
+    "batch_size": MODELS["tiny_test"].batch_size,
+}
+# Two host devices, so that data parallelism and fsdp split something; tiny programs compile
+# faster without LLVM's optimisations (as the tests do, tests/conftest.py).
+SMOKE_XLA_FLAGS = "--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,8 +223,9 @@ def bench_step(model_name: str, variant: dict[str, Any]) -> Step:
     return Step(name, "bench", argv, model.timeout_s, variant={"model": model_name, **full})
 
 
-def plan(smoke: bool, logs: Path) -> list[Step]:
-    """The steps, in the order they run."""
+def plan(smoke: bool, logs: Path, only: tuple[str, ...] = ()) -> list[Step]:
+    """The steps, in the order they run; with ``only``, the backend and the steps whose name
+    holds one of its strings."""
     files = SMOKE_PARITY_FILES if smoke else PARITY_FILES
     parity_argv = ("-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:warnings")
     parity_argv += (*files, "-k", PARITY_K, f"--junitxml={logs / 'parity.xml'}")
@@ -223,11 +239,16 @@ def plan(smoke: bool, logs: Path) -> list[Step]:
         Step("train", "train", train_argv, 180 if smoke else 300),
         *(bench_step(m, v) for m, v in (SMOKE_MATRIX if smoke else FULL_MATRIX)),
     ]
-    if smoke:  # two host devices: data parallelism and fsdp split the batch and the state
-        flag = f"--xla_force_host_platform_device_count={SMOKE_DEVICES}"
-        xla = {"XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()}
+    if smoke:  # the parity tests set their own (tests/conftest.py)
+        xla = {"XLA_FLAGS": _with_flags(os.environ.get("XLA_FLAGS", ""), SMOKE_XLA_FLAGS)}
         steps = [s if s.kind == "parity" else dataclasses.replace(s, env=xla) for s in steps]
-    return steps
+    return [s for s in steps if not only or s.kind == "backend" or any(o in s.name for o in only)]
+
+
+def _with_flags(flags: str, more: str) -> str:
+    """``flags`` plus those of ``more`` it does not set already."""
+    names = {f.split("=")[0] for f in flags.split()}
+    return " ".join([*flags.split(), *(f for f in more.split() if f.split("=")[0] not in names)])
 
 
 def run_step(step: Step, logs: Path, deadline: float) -> tuple[dict[str, Any], str]:
@@ -330,18 +351,20 @@ def fastest(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {m: {k: r.get(k) for k in keys} for m, r in best.items()}
 
 
-def check(smoke: bool, out_path: Path, budget_s: float) -> dict[str, Any]:
+def check(smoke: bool, out_path: Path, budget_s: float, only: tuple[str, ...]) -> dict[str, Any]:
     """Runs every step of :func:`plan`; the summary."""
     start, started = time.monotonic(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     logs = out_path.parent / f"{out_path.stem}_logs"
     _clear(logs)
     summary: dict[str, Any] = {"mode": "cpu-smoke" if smoke else "accelerator"}
-    summary.update(started=started, budget_s=budget_s, commit=_commit(), bench=[])
-    for step in plan(smoke, logs):
+    summary.update(started=started, budget_s=budget_s, commit=_commit(), only=only, bench=[])
+    steps, passed = plan(smoke, logs, only), 0
+    for step in steps:
         print(f"[accelerator_check] {step.name} ...", file=sys.stderr, flush=True)
         record, out = run_step(step, logs, start + budget_s)
         record = describe(step, record, out, logs)
         print(f"[accelerator_check] {step.name}: {record['status']}", file=sys.stderr, flush=True)
+        passed += record["ok"]
         if step.kind == "bench":
             summary["bench"].append(record)
         else:
@@ -352,10 +375,10 @@ def check(smoke: bool, out_path: Path, budget_s: float) -> dict[str, Any]:
                 "'.[cuda]' on NVIDIA GPUs) or point PYTHON at such an interpreter; "
                 "--cpu-smoke checks the script on the CPU"
             )
+            print(f"[accelerator_check] {summary['error']}", file=sys.stderr, flush=True)
             break
     summary["fastest"] = fastest(summary["bench"])
-    steps = [summary.get(k) for k in ("backend", "parity", "train")] + summary["bench"]
-    summary["ok"] = "error" not in summary and all(s is not None and s["ok"] for s in steps)
+    summary["ok"] = "error" not in summary and passed == len(steps)
     summary["wall_s"] = round(time.monotonic() - start, 1)
     return summary
 
@@ -381,14 +404,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny sizes, on the CPU")
     parser.add_argument("--out", default="workdirs/accelerator_check.json", help="summary file")
     parser.add_argument("--budget_s", type=float, default=570.0, help="the whole check's limit")
+    parser.add_argument(
+        "--only", default="", help="comma-separated parts of step names: those steps only"
+    )
     parser.add_argument("--plan", action="store_true", help="print the steps, run nothing")
     args = parser.parse_args(argv)
-    out = Path(args.out).resolve()
+    out, only = Path(args.out).resolve(), tuple(o for o in args.only.split(",") if o)
     if args.plan:
-        steps = plan(args.cpu_smoke, out.parent / f"{out.stem}_logs")
+        steps = plan(args.cpu_smoke, out.parent / f"{out.stem}_logs", only)
         print(json.dumps([dataclasses.asdict(s) for s in steps], indent=1))
         return 0
-    summary = check(args.cpu_smoke, out, args.budget_s)
+    summary = check(args.cpu_smoke, out, args.budget_s, only)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary), flush=True)
