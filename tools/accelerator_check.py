@@ -51,13 +51,9 @@ from swinjax.training import writers  # noqa: E402  (standard library only: read
 
 MIN_START_S = 20  # a step that would get less is skipped, not started
 PARITY_FILES = (
-    "tests/test_convert.py",
-    "tests/test_features.py",
-    "tests/test_hf_layout.py",
-    "tests/test_kernel_sets.py",
-    "tests/test_kernels.py",
-    "tests/test_model.py",
-)
+    "tests/test_convert.py", "tests/test_features.py", "tests/test_hf_layout.py",
+    "tests/test_kernel_sets.py", "tests/test_kernels.py", "tests/test_model.py"
+)  # fmt: skip
 # Logits, feature maps and resampled weights against timm / transformers; cpu vs reference
 # kernel sets and remat vs none (outputs, gradients, dropout masks); the kernels against
 # their plain formulations; bfloat16 against float32.
@@ -73,30 +69,14 @@ print(json.dumps({"jax": jax.__version__, "platform": d[0].platform,
 """
 # What a bench row keeps of `python -m swinjax.bench --json` (its docstring defines them).
 BENCH_FIGURES = (
-    "device",
-    "kernels",
-    "remat",
-    "dtype",
-    "batch_size",
-    "train_images_per_s",
-    "train_ms_per_step",
-    "mfu",
-    "step_gflops",
-    "first_step_s",
-    "compile_s",
-    "train_state_bytes_per_device",
-    "train_step_temp_bytes",
-    "peak_device_memory_mib",
-    "epoch_images_per_s",
-    "data",
-)
+    "device", "kernels", "remat", "dtype", "batch_size", "train_images_per_s", "train_ms_per_step",
+    "mfu", "step_gflops", "first_step_s", "compile_s", "train_state_bytes_per_device",
+    "train_step_temp_bytes", "peak_device_memory_mib", "epoch_images_per_s", "data"
+)  # fmt: skip
 VARIANT_DEFAULTS = {
-    "dtype": "float32",
-    "sharding": "replicated",
-    "remat": "none",
-    "grad_accum_steps": 1,
-    "kernels": "auto",
-}
+    "dtype": "float32", "sharding": "replicated", "remat": "none", "grad_accum_steps": 1,
+    "kernels": "auto"
+}  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,10 +87,10 @@ class Model:
     config: str
     batch_size: int
     overrides: dict[str, Any]
-    steps: int
-    warmup: int
-    epoch_steps: int
     timeout_s: float
+    steps: int = 10  # timed
+    warmup: int = 2
+    epoch_steps: int = 5
 
 
 def synthetic(image_size: int, classes: int, train: int, test: int) -> dict[str, Any]:
@@ -125,39 +105,44 @@ def synthetic(image_size: int, classes: int, train: int, test: int) -> dict[str,
 
 MODELS = {
     "keras_example": Model(
-        "experiments/keras_example.py", 128, synthetic(32, 100, 10_000, 1_000), 20, 3, 20, 120
+        config="experiments/keras_example.py",
+        batch_size=128,
+        overrides=synthetic(32, 100, 10_000, 1_000),
+        timeout_s=120,
+        steps=20,
+        warmup=3,
+        epoch_steps=20,
     ),
     "swin_t_224": Model(
-        "experiments/demo.py",
-        128,
-        {"model": "swin_t", "model_kwargs.img_size": 224, **synthetic(224, 1000, 1_600, 32)},
-        10,
-        2,
-        5,
-        180,
+        config="experiments/demo.py",
+        batch_size=128,
+        overrides={
+            "model": "swin_t",
+            "model_kwargs.img_size": 224,
+            **synthetic(224, 1000, 1600, 32),
+        },
+        timeout_s=180,
     ),
     "swin_b_384": Model(
-        "experiments/demo.py",
-        32,
-        {
+        config="experiments/demo.py",
+        batch_size=32,
+        overrides={
             "model": "swin_b",
             "model_kwargs.img_size": 384,
             "model_kwargs.window_size": 12,  # timm's swin_base_patch4_window12_384
             **synthetic(384, 1000, 400, 32),
         },
-        10,
-        2,
-        5,
-        240,
+        timeout_s=240,
     ),
-    "tiny_test": Model(  # embed_dim 32: a few arrays large enough for fsdp to split
-        "experiments/demo.py",
-        32,
-        {"model_kwargs.embed_dim": 32, **synthetic(16, 10, 320, 64)},
-        2,
-        1,
-        2,
-        120,
+    "tiny_test": Model(
+        config="experiments/demo.py",
+        batch_size=32,
+        # embed_dim 32: a few arrays large enough for fsdp to split
+        overrides={"model_kwargs.embed_dim": 32, **synthetic(16, 10, 320, 64)},
+        timeout_s=120,
+        steps=2,
+        warmup=1,
+        epoch_steps=2,
     ),
 }
 BF16 = {"dtype": "bfloat16"}
