@@ -25,6 +25,7 @@ import math
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.ad_checkpoint import checkpoint_name
@@ -56,7 +57,7 @@ def unit_vectors(x_BwNhd: jnp.ndarray) -> jnp.ndarray:
     zero with a finite gradient."""
     x = x_BwNhd.astype(jnp.float32)
     squares = jnp.sum(x * x, axis=-1, keepdims=True)
-    return x * jnp.reciprocal(jnp.sqrt(jnp.maximum(squares, NORMALIZE_EPS**2)))
+    return x * jax.lax.rsqrt(jnp.maximum(squares, NORMALIZE_EPS**2))
 
 
 def continuous_position_bias(
