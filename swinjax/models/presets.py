@@ -21,6 +21,41 @@ from swinjax.models import flops
 from swinjax.models.layers import windows
 from swinjax.models.swin import SwinTransformer
 
+# Swin V2 (version=2) as timm's swin_transformer_v2.py registers it: name -> (embed dim, depths,
+# heads, window, image size, pretrained window sizes, classes). Every one keeps timm's constructor
+# default drop_path_rate, 0.1.
+_T, _S = ((2, 2, 6, 2), (3, 6, 12, 24)), ((2, 2, 18, 2), (3, 6, 12, 24))
+_B, _L = ((2, 2, 18, 2), (4, 8, 16, 32)), ((2, 2, 18, 2), (6, 12, 24, 48))
+_FROM_12 = (12, 12, 12, 6)
+_V2_TABLE = {
+    "swinv2_tiny_window8_256": (96, *_T, 8, 256, (), 1000),
+    "swinv2_tiny_window16_256": (96, *_T, 16, 256, (), 1000),
+    "swinv2_small_window8_256": (96, *_S, 8, 256, (), 1000),
+    "swinv2_small_window16_256": (96, *_S, 16, 256, (), 1000),
+    "swinv2_base_window8_256": (128, *_B, 8, 256, (), 1000),
+    "swinv2_base_window16_256": (128, *_B, 16, 256, (), 1000),
+    "swinv2_base_window12_192": (128, *_B, 12, 192, (), 21841),
+    "swinv2_base_window12to16_192to256": (128, *_B, 16, 256, _FROM_12, 1000),
+    "swinv2_base_window12to24_192to384": (128, *_B, 24, 384, _FROM_12, 1000),
+    "swinv2_large_window12_192": (192, *_L, 12, 192, (), 21841),
+    "swinv2_large_window12to16_192to256": (192, *_L, 16, 256, _FROM_12, 1000),
+    "swinv2_large_window12to24_192to384": (192, *_L, 24, 384, _FROM_12, 1000),
+}
+_SWIN_V2: dict[str, dict[str, Any]] = {
+    name: dict(
+        version=2,
+        img_size=img,
+        num_classes=classes,
+        embed_dim=dim,
+        depths=depths,
+        num_heads=heads,
+        window_size=window,
+        pretrained_window_sizes=pretrained,
+        drop_path_rate=0.1,
+    )
+    for name, (dim, depths, heads, window, img, pretrained, classes) in _V2_TABLE.items()
+}
+
 # One table for every architecture number. Small-image presets (32x32) follow the Swin setting of
 # the small-dataset literature: patch 2, window 4, embed 96, depths (2, 6, 4), heads (3, 6, 12),
 # MLP ratio 2.
@@ -79,6 +114,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         mlp_ratio=2.0,
         drop_path_rate=0.2,
     ),
+    "swinv2_cifar_t": dict(
+        version=2,
+        img_size=32,
+        patch_size=2,
+        num_classes=100,
+        embed_dim=96,
+        depths=(2, 6, 4),
+        num_heads=(3, 6, 12),
+        window_size=4,
+        mlp_ratio=2.0,
+        drop_path_rate=0.1,
+    ),
+    **_SWIN_V2,
     # A few thousand parameters, for tests and one-minute demos.
     "tiny_test": dict(
         img_size=16,
@@ -107,7 +155,7 @@ def create_model(name: str, **overrides: Any) -> SwinTransformer:
             f"unknown SwinTransformer field(s) {unknown}; {hint}valid: {sorted(fields)}"
         )
     kwargs = {**PRESETS[name], **overrides}
-    for key in ("depths", "num_heads", "stem_channels", "stem_strides"):
+    for key in ("depths", "num_heads", "stem_channels", "stem_strides", "pretrained_window_sizes"):
         if key in kwargs:
             kwargs[key] = tuple(int(v) for v in kwargs[key])
     for key in ("img_size", "patch_size", "window_size"):
