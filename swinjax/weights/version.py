@@ -48,8 +48,11 @@ def family_mismatch(keys: Sequence[str], model: Any) -> str | None:
     found = checkpoint_version(keys)
     if found is None or found == model.version:
         return None
-    marker = _V2_LEAVES if found == 2 else _V1_LEAVES
-    example = next(k for k in keys if k.endswith(marker) or ".logit_scale" in k)
+    markers = _V2_LEAVES if found == 2 else _V1_LEAVES
+    example = next(
+        (k for m in markers for k in keys if k.endswith(m)),
+        next((k for k in keys if ".logit_scale" in k), ""),
+    )
     return (
         f"the checkpoint is {_FAMILY[found]} (it has {example!r}) but the model is "
         f"{_FAMILY[model.version]} (version={model.version}): the two families' attention "
