@@ -40,9 +40,21 @@ def load_case(name: str) -> tuple[SwinTransformer, dict, dict]:
     return v2_model(meta), meta, dict(np.load(GOLDEN / f"{name}.npz"))
 
 
+def official_state_dict(arrays: dict) -> dict[str, np.ndarray]:
+    """The official layout as tools/make_golden_v2.py stores it: the renamed tensors by name
+    (``official_names``: official key, timm key) and the buffers."""
+    renamed = {o: arrays[f"timm/{t}"] for o, t in arrays["official_names"]}
+    return renamed | state_dict(arrays, "official")
+
+
 def checkpoint(arrays: dict, layout: str) -> dict:
-    sd = state_dict(arrays, layout)
-    return {"model": sd} if layout == "official" else sd  # microsoft/Swin-Transformer's wrapper
+    if layout == "official":  # under "model", as microsoft/Swin-Transformer saves it
+        return {"model": official_state_dict(arrays)}
+    return state_dict(arrays, layout)
+
+
+def images(arrays: dict) -> np.ndarray:
+    return u8_to_input(arrays["input_NHWC_u8"])
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -53,7 +65,7 @@ def test_logits_match_timm(case: str, layout: str, kernels: str) -> None:
     model = model.clone(kernels=kernels)
     params, report = convert_checkpoint(checkpoint(arrays, layout), model)
     assert report.layout == layout and not (report.resized or report.missing or report.notes)
-    logits = logits_of(model, params, arrays["input_NHWC"])
+    logits = logits_of(model, params, images(arrays))
     np.testing.assert_allclose(logits, arrays["logits"], atol=1e-4, rtol=0)
     assert np.abs(arrays["logits"]).max() > 0.1  # the fixture is not trivially near zero
 
@@ -65,7 +77,7 @@ def test_stage_maps_match_timm(case: str) -> None:
     model, _, arrays = load_case(case)
     expected = dict(np.load(GOLDEN / f"{case}_features.npz"))
     params = params_from_timm(state_dict(arrays, "timm"), model=model)
-    x = arrays["input_NHWC"][:1]
+    x = images(arrays)[:1]
     run = jax.jit(
         lambda p, v: model.apply({"params": p}, v, norm=True, method="forward_intermediates")
     )
@@ -91,7 +103,7 @@ def test_fixtures_exercise_v2() -> None:
     assert sum(any(s.shift) for s in specs) >= 2
     assert any(s.window == s.resolution and not any(s.shift) for s in specs)
     assert any(s.window[0] < model.window_size for s in specs)
-    official = state_dict(arrays, "official")
+    official = official_state_dict(arrays)
     for buffer in ("relative_coords_table", "relative_position_index", "attn_mask"):
         assert any(k.endswith(buffer) for k in official), buffer
     assert "layers.0.downsample.reduction.weight" in official and "head.weight" in official
@@ -109,7 +121,7 @@ def test_official_buffers_are_dropped_and_their_windows_read_back() -> None:
     _, report = convert_checkpoint(checkpoint(arrays, "official"), model)
     kinds = {k.rsplit(".", 1)[-1] for k in report.buffers}
     assert kinds == {"relative_coords_table", "relative_position_index", "attn_mask"}
-    official = state_dict(arrays, "official")
+    official = official_state_dict(arrays)
     for i, w in enumerate(meta["pretrained_window_sizes"]):
         table = official[f"layers.{i}.blocks.0.attn.relative_coords_table"]
         assert version._reference_window(table) == (w, w)

@@ -91,12 +91,12 @@ def coordinate_note(buffers: Mapping[str, np.ndarray], model: Any) -> str | None
             saved.setdefault(int(m.group(1)), _reference_window(np.asarray(table)))
     specs = model.stage_specs()
     differ = []
-    for i, spec in saved.items():
+    for i, window in saved.items():
         if i >= len(specs):
             continue
-        pretrained = spec.pretrained_window
-        used = pretrained if pretrained[0] > 0 else spec.window
-        if any(s is not None and s != u for s, u in zip(saved[i], used, strict=True)):
+        pretrained = specs[i].pretrained_window
+        used = pretrained if pretrained[0] > 0 else specs[i].window
+        if any(s is not None and s != u for s, u in zip(window, used, strict=True)):
             differ.append(i)
     if not differ:
         return None
