@@ -37,7 +37,7 @@ lint: install
 	$(VENV)/bin/lint-imports --no-cache
 
 presets: install
-	$(PY) -m swinjax.presets
+	$(PY) -m swinjax.model --list
 
 train: install
 	$(PY) -m swinjax.train --config $(CONFIG) --workdir $(WORKDIR) $(ARGS)
@@ -85,12 +85,14 @@ bench: install
 TIMM_PACKAGES  := torch==2.14.1 torchvision==0.29.1 timm==1.0.31 transformers==5.25.0 numpy
 KERAS_PACKAGES := keras==3.15.1 jax==0.10.2 numpy
 
-# Regenerates tests/golden/ from timm and transformers (installed into .venv-timm).
+# Regenerates tests/golden/ from timm and transformers (installed into .venv-timm): Swin V1,
+# transformers' layout, Swin V2 and the timm parameter/FLOP counts of the presets.
 golden:
 	test -x .venv-timm/bin/python || $(PYTHON) -m venv .venv-timm
 	.venv-timm/bin/pip install -q $(TIMM_PACKAGES)
 	.venv-timm/bin/python tools/make_golden.py --out tests/golden
 	.venv-timm/bin/python tools/make_golden_hf.py --out tests/golden
+	.venv-timm/bin/python tools/make_golden_v2.py --out tests/golden
 
 # The peer benchmarks (benchmarks/peers/README.md): the Keras example's Swin (.venv-peer) and
 # timm's (.venv-timm), training images/s. Compare with `make bench` run alternately, same session.

@@ -1,5 +1,6 @@
-"""The model presets: ``python -m swinjax.presets`` prints every preset of
-:data:`swinjax.models.PRESETS` with its image size, classes, parameters and forward GFLOPs.
+"""The model presets: ``python -m swinjax.presets`` prints the table of every preset of
+:data:`swinjax.models.PRESETS` that ``python -m swinjax.model --list`` prints (one implementation:
+:func:`swinjax.models.presets.list_presets`).
 """
 
 from __future__ import annotations

@@ -161,6 +161,23 @@ def test_timm_names_the_preset_architectures() -> None:
     assert "stem='conv'" in export_timm.timm_refusal(create_model("tiny_test", stem="conv"))
 
 
+def test_timm_names_swin_v2_architectures() -> None:
+    from swinjax.models import create_model
+
+    model = create_model("swinv2_base_window12to16_192to256")
+    name, args = export_timm.timm_architecture(model)
+    assert name == "swinv2_base_window8_256"  # timm's V2 class; the numbers from model_args
+    assert (args["img_size"], args["window_size"]) == (256, 16)
+    assert args["pretrained_window_sizes"] == [12, 12, 12, 6]
+    name, args = export_timm.timm_architecture(create_model("swinv2_cifar_t"))
+    assert name == "swinv2_tiny_window8_256" and args["pretrained_window_sizes"] == [0, 0, 0]
+    assert (
+        "pretrained_window_sizes"
+        not in export_timm.timm_architecture(model.clone(version=1, pretrained_window_sizes=()))[1]
+    )
+    assert "ape=True" in export_timm.timm_refusal(create_model("swinv2_cifar_t", ape=True))
+
+
 def test_program_exports_and_refuses_bad_requests(tiny_workdir, tmp_path, capsys) -> None:
     """Bad requests exit 2 with one line, before any work; a good one prints its record."""
     out = tmp_path / "out"

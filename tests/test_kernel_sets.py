@@ -1,6 +1,7 @@
 """The two kernel sets compute the same model (swinjax.models.layers.kernel_sets): same parameters,
-same dropout masks, same outputs and gradients; ``auto`` resolves to ``cpu`` here; rematerialised
-blocks change neither the parameters nor the loss nor the gradients."""
+same dropout masks, same outputs and gradients, for Swin (V1) and Swin V2 blocks; ``auto`` resolves
+to ``cpu`` here; rematerialised blocks change neither the parameters nor the loss nor the
+gradients."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from swinjax import config as config_lib
 from swinjax.models import create_model
 from swinjax.models.layers import dropout, kernel_sets
 from swinjax.models.layers.blocks import SwinBlock
+from swinjax.models.layers.blocks_v2 import SwinBlockV2
 
 # (window, map size, channels, heads): the cpu set's elementwise attention (N = 4 and 16 with
 # heads of 8 channels) and its matrix products (N = 49).
@@ -42,6 +44,17 @@ def _value_and_grads(module, variables, x, key, **kwargs):
 
 def _init(model, x):
     return jax.jit(model.init)(jax.random.key(1), x)["params"]
+
+
+def _perturbed(params, key):
+    """Every leaf plus N(0, 0.3) noise: Swin V2 initialises its post-norms at zero, which would
+    leave every block the identity and its attention's gradients zero."""
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    noisy = [
+        x + 0.3 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys, strict=True)
+    ]
+    return jax.tree.unflatten(tree, noisy)
 
 
 def test_auto_resolves_to_cpu_on_this_cpu() -> None:
@@ -106,15 +119,19 @@ def test_the_sets_trace_different_programs() -> None:
     assert "custom_vjp_call" not in jaxprs["reference"] and "threefry2x32" in jaxprs["reference"]
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("window, size, dim, heads", BLOCKS)
 @pytest.mark.parametrize("shifted", [False, True])
 @pytest.mark.parametrize("with_dropout", [False, True])
-def test_block_same_outputs_and_gradients(window, size, dim, heads, shifted, with_dropout) -> None:
+def test_block_same_outputs_and_gradients(
+    version, window, size, dim, heads, shifted, with_dropout
+) -> None:
     rate = 0.1 if with_dropout else 0.0
     shift = (window // 2,) * 2 if shifted else (0, 0)
     x = jax.random.normal(jax.random.key(0), (2, size, size, dim))
+    block = SwinBlock if version == 1 else SwinBlockV2
     blocks = {
-        name: SwinBlock(
+        name: block(
             num_heads=heads,
             window=(window, window),
             shift=shift,
@@ -129,6 +146,8 @@ def test_block_same_outputs_and_gradients(window, size, dim, heads, shifted, wit
     variables = blocks["cpu"].init(jax.random.key(1), x, True)
     ref_vars = blocks["reference"].init(jax.random.key(1), x, True)
     assert jax.tree.all(jax.tree.map(lambda a, b: bool((a == b).all()), variables, ref_vars))
+    if version == 2:
+        variables = {"params": _perturbed(variables["params"], jax.random.key(3))}
     key = jax.random.key(2)
     cpu = _value_and_grads(blocks["cpu"], variables, x, key, deterministic=not with_dropout)
     ref = _value_and_grads(blocks["reference"], variables, x, key, deterministic=not with_dropout)
@@ -139,11 +158,14 @@ def test_block_same_outputs_and_gradients(window, size, dim, heads, shifted, wit
     _assert_same_grads({"x": cpu[2]}, {"x": ref[2]})
 
 
-def test_model_same_parameters_logits_and_gradients() -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_model_same_parameters_logits_and_gradients(version: int) -> None:
     """tiny_test, one block a stage (patch merging between), every dropout on (embedding,
     attention, projection, MLP, drop-path)."""
     x = jax.random.uniform(jax.random.key(0), (3, 16, 16, 3))
-    kwargs = dict(depths=(1, 1), drop_rate=0.1, attn_drop_rate=0.1, drop_path_rate=0.2)
+    kwargs = dict(
+        depths=(1, 1), drop_rate=0.1, attn_drop_rate=0.1, drop_path_rate=0.2, version=version
+    )
     models = {
         name: create_model("tiny_test", kernels=name, **kwargs) for name in ("cpu", "reference")
     }
@@ -153,6 +175,8 @@ def test_model_same_parameters_logits_and_gradients() -> None:
     for path, value in flat["cpu"].items():
         np.testing.assert_array_equal(value, flat["reference"][path])
     variables = {"params": params["cpu"]}
+    if version == 2:
+        variables = {"params": _perturbed(params["cpu"], jax.random.key(3))}
     key = jax.random.key(2)
     cpu = _value_and_grads(models["cpu"], variables, x, key, train=True)
     ref = _value_and_grads(models["reference"], variables, x, key, train=True)

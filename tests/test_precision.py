@@ -80,8 +80,9 @@ def test_bfloat16_trains_like_float32(runs) -> None:
 # ------------------------------------------------------------- the policy, read off the jaxpr
 
 
-def _tiny_state(**overrides) -> tuple[state_lib.TrainState, dict]:
+def _tiny_state(version: int = 1, **overrides) -> tuple[state_lib.TrainState, dict]:
     config = make_tiny_config(**overrides)
+    config.model_kwargs.version = version
     split = data.load_split(config, config.train_split)
     state = state_lib.create_train_state(config, build_model(config, split), steps_per_epoch=16)
     return state, next(iter(data.train_batches(split, 8, config.seed, epoch=0)))
@@ -103,14 +104,16 @@ def _in_dtypes(eqn: jax.extend.core.JaxprEqn) -> set[str]:
     return {str(v.aval.dtype) for v in eqn.invars if hasattr(v.aval, "dtype")}
 
 
-@pytest.fixture(scope="module")
-def bf16_jaxpr() -> tuple[jax.extend.core.ClosedJaxpr, object]:
-    state, batch = _tiny_state(dtype="bfloat16")
-    return jax.make_jaxpr(steps.train_step, return_shape=True)(state, batch)
+@pytest.fixture(scope="module", params=[1, 2], ids=["v1", "v2"])
+def bf16_jaxpr(request) -> tuple[jax.extend.core.ClosedJaxpr, object, int]:
+    """The bfloat16 train step of tiny_test as Swin (V1) and as Swin V2."""
+    state, batch = _tiny_state(version=request.param, dtype="bfloat16")
+    closed, shapes = jax.make_jaxpr(steps.train_step, return_shape=True)(state, batch)
+    return closed, shapes, request.param
 
 
 def test_bfloat16_step_outputs_follow_the_policy(bf16_jaxpr) -> None:
-    closed, shapes = bf16_jaxpr
+    closed, shapes, _ = bf16_jaxpr
     outputs = jax.tree.unflatten(jax.tree.structure(shapes), closed.out_avals)
     new_state, metrics = outputs
     for name, tree in (("params", new_state.params), ("opt_state", new_state.opt_state)):
@@ -120,7 +123,7 @@ def test_bfloat16_step_outputs_follow_the_policy(bf16_jaxpr) -> None:
 
 
 def test_bfloat16_step_keeps_the_float32_parts_float32(bf16_jaxpr) -> None:
-    closed, _ = bf16_jaxpr
+    closed, _, version = bf16_jaxpr
     eqns = list(_eqns(closed.jaxpr))
     forward = [e for e in eqns if "transpose" not in str(e.source_info.name_stack)]
     by_name = {}
@@ -130,8 +133,10 @@ def test_bfloat16_step_keeps_the_float32_parts_float32(bf16_jaxpr) -> None:
     dots = by_name["dot_general"]
     assert sum(_in_dtypes(e) == {"bfloat16"} for e in dots) >= len(dots) // 2
     # Softmax (attention and the loss), GELU's erf, LayerNorm's rsqrt, every division and
-    # reduction of the forward pass: float32.
-    for prim in ("exp", "reduce_max", "erf", "rsqrt", "div", "reduce_sum", "log"):
+    # reduction of the forward pass: float32. V2 adds the normalisation of queries and keys
+    # (rsqrt), the logit scale's exp and the position bias's sigmoid (logistic).
+    prims = ("exp", "reduce_max", "erf", "rsqrt", "div", "reduce_sum", "log")
+    for prim in prims + (("logistic",) if version == 2 else ()):
         assert by_name.get(prim), prim
         bad = [e for e in by_name[prim] if "bfloat16" in _in_dtypes(e)]
         assert not bad, (prim, [str(e.source_info.name_stack) for e in bad])

@@ -1,5 +1,6 @@
 """The preset table (every architecture number in one place), ``create_model`` and the counts
-``python -m swinjax.presets`` prints (parameters, forward GFLOPs).
+``python -m swinjax.model --list`` prints (parameters; forward GFLOPs by PyTorch's rule and by
+XLA's cost analysis).
 
     model = create_model("swin_t", num_classes=100)     # any SwinTransformer field overridden
 """
@@ -9,14 +10,51 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from swinjax.errors import ConfigError
+from swinjax.models import flops
 from swinjax.models.layers import windows
 from swinjax.models.swin import SwinTransformer
+
+# Swin V2 (version=2) as timm's swin_transformer_v2.py registers it: name -> (embed dim, depths,
+# heads, window, image size, pretrained window sizes, classes). Every one keeps timm's constructor
+# default drop_path_rate, 0.1.
+_T, _S = ((2, 2, 6, 2), (3, 6, 12, 24)), ((2, 2, 18, 2), (3, 6, 12, 24))
+_B, _L = ((2, 2, 18, 2), (4, 8, 16, 32)), ((2, 2, 18, 2), (6, 12, 24, 48))
+_FROM_12 = (12, 12, 12, 6)
+_V2_TABLE = {
+    "swinv2_tiny_window8_256": (96, *_T, 8, 256, (), 1000),
+    "swinv2_tiny_window16_256": (96, *_T, 16, 256, (), 1000),
+    "swinv2_small_window8_256": (96, *_S, 8, 256, (), 1000),
+    "swinv2_small_window16_256": (96, *_S, 16, 256, (), 1000),
+    "swinv2_base_window8_256": (128, *_B, 8, 256, (), 1000),
+    "swinv2_base_window16_256": (128, *_B, 16, 256, (), 1000),
+    "swinv2_base_window12_192": (128, *_B, 12, 192, (), 21841),
+    "swinv2_base_window12to16_192to256": (128, *_B, 16, 256, _FROM_12, 1000),
+    "swinv2_base_window12to24_192to384": (128, *_B, 24, 384, _FROM_12, 1000),
+    "swinv2_large_window12_192": (192, *_L, 12, 192, (), 21841),
+    "swinv2_large_window12to16_192to256": (192, *_L, 16, 256, _FROM_12, 1000),
+    "swinv2_large_window12to24_192to384": (192, *_L, 24, 384, _FROM_12, 1000),
+}
+_SWIN_V2: dict[str, dict[str, Any]] = {
+    name: dict(
+        version=2,
+        img_size=img,
+        num_classes=classes,
+        embed_dim=dim,
+        depths=depths,
+        num_heads=heads,
+        window_size=window,
+        pretrained_window_sizes=pretrained,
+        drop_path_rate=0.1,
+    )
+    for name, (dim, depths, heads, window, img, pretrained, classes) in _V2_TABLE.items()
+}
 
 # One table for every architecture number. Small-image presets (32x32) follow the Swin setting of
 # the small-dataset literature: patch 2, window 4, embed 96, depths (2, 6, 4), heads (3, 6, 12),
@@ -76,6 +114,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         mlp_ratio=2.0,
         drop_path_rate=0.2,
     ),
+    "swinv2_cifar_t": dict(
+        version=2,
+        img_size=32,
+        patch_size=2,
+        num_classes=100,
+        embed_dim=96,
+        depths=(2, 6, 4),
+        num_heads=(3, 6, 12),
+        window_size=4,
+        mlp_ratio=2.0,
+        drop_path_rate=0.1,
+    ),
+    **_SWIN_V2,
     # A few thousand parameters, for tests and one-minute demos.
     "tiny_test": dict(
         img_size=16,
@@ -104,7 +155,7 @@ def create_model(name: str, **overrides: Any) -> SwinTransformer:
             f"unknown SwinTransformer field(s) {unknown}; {hint}valid: {sorted(fields)}"
         )
     kwargs = {**PRESETS[name], **overrides}
-    for key in ("depths", "num_heads", "stem_channels", "stem_strides"):
+    for key in ("depths", "num_heads", "stem_channels", "stem_strides", "pretrained_window_sizes"):
         if key in kwargs:
             kwargs[key] = tuple(int(v) for v in kwargs[key])
     for key in ("img_size", "patch_size", "window_size"):
@@ -127,26 +178,49 @@ def count_params(params: Any) -> int:
     return sum(math.prod(p.shape) for p in jax.tree.leaves(params))
 
 
-def forward_gflops(model: SwinTransformer) -> float:
-    """Forward GFLOPs per image, from XLA's cost analysis of the lowered (uncompiled) program."""
+def _abstract_forward(model: SwinTransformer) -> tuple[Any, Any, Any]:
+    """(forward function of (params, images), abstract params, an abstract 1-image batch)."""
     img = windows.to_pair(model.img_size)
     x = jax.ShapeDtypeStruct((1, *img, model.in_chans), jnp.float32)
-    params = param_shapes(model)
-    lowered = jax.jit(lambda p, v: model.apply({"params": p}, v)).lower(params, x)
-    cost = lowered.cost_analysis()
+    return (lambda p, v: model.apply({"params": p}, v)), param_shapes(model), x
+
+
+def forward_gflops(model: SwinTransformer) -> float:
+    """Forward GFLOPs per image, from XLA's cost analysis of the lowered (uncompiled) program:
+    every op, elementwise ones included."""
+    forward, params, x = _abstract_forward(model)
+    cost = jax.jit(forward).lower(params, x).cost_analysis()
     if isinstance(cost, list | tuple):
         cost = cost[0]
     return float(cost["flops"]) / 1e9
 
 
-def list_presets() -> str:
-    """A table of every preset: image size, classes, parameters and forward GFLOPs per image."""
-    lines = [f"{'preset':<14} {'image':>7} {'classes':>7} {'params':>12} {'GFLOPs/img':>11}"]
-    for name in PRESETS:
+def matmul_flops_per_image(model: SwinTransformer) -> int:
+    """Forward FLOPs per image by PyTorch's rule (:mod:`swinjax.models.flops`: matrix products and
+    convolutions only), the figure timm's models are quoted with. Traced with the reference
+    kernel set, whose attention is matrix products (the cpu set computes small windows' by
+    elementwise products, the same arithmetic outside dot_general)."""
+    forward, params, x = _abstract_forward(model.clone(kernels="reference"))
+    return flops.matmul_flops(forward, params, x)
+
+
+def list_presets(names: Sequence[str] = ()) -> str:
+    """A table of the presets ``names`` (empty: every one): Swin version, image size, window,
+    classes, parameters and forward GFLOPs per image, by PyTorch's rule (``matmul``, comparable
+    with timm's) and by XLA's cost analysis (``xla``, elementwise ops included)."""
+    for name in names:
+        create_model(name)  # an unknown name: the error that lists the presets
+    lines = [
+        f"{'preset':<35} {'v':>1} {'image':>7} {'window':>6} {'classes':>7} {'params':>12} "
+        f"{'GFLOPs matmul':>13} {'GFLOPs xla':>10}"
+    ]
+    for name in names or PRESETS:
         model = create_model(name)
-        img = windows.to_pair(model.img_size)
+        img, window = windows.to_pair(model.img_size), windows.to_pair(model.window_size)
         lines.append(
-            f"{name:<14} {img[0]:>3}x{img[1]:<3} {model.num_classes:>7} "
-            f"{count_params(param_shapes(model)):>12,} {forward_gflops(model):>11.3f}"
+            f"{name:<35} {model.version:>1} {img[0]:>3}x{img[1]:<3} "
+            f"{window[0]:>3}x{window[1]:<2} {model.num_classes:>7} "
+            f"{count_params(param_shapes(model)):>12,} "
+            f"{matmul_flops_per_image(model) / 1e9:>13.3f} {forward_gflops(model):>10.3f}"
         )
     return "\n".join(lines)

@@ -25,11 +25,11 @@ from swinjax.models.layers.blocks import (
     DROP_PATH_MODES,
     REMAT_POLICIES,
     WEIGHT_INITS,
-    SwinStage,
     dense_init,
     layer_norm,
 )
 from swinjax.models.layers.dropout import Dropout
+from swinjax.models.layers.stage import SwinStage, validate_version
 from swinjax.models.layers.windows import Pair
 
 
@@ -45,6 +45,7 @@ class StageSpec:
     window: Pair
     shift: Pair
     drop_paths: tuple[float, ...]
+    pretrained_window: Pair = (0, 0)  # Swin V2's, as given (not clamped)
 
 
 class SwinTransformer(nn.Module, kw_only=True):
@@ -64,6 +65,12 @@ class SwinTransformer(nn.Module, kw_only=True):
     the Keras example), ``drop_path_schedule`` ("linear" or "constant"), ``weight_init``
     ("timm" or "keras" initializers), ``stem``, ``stem_channels`` and ``stem_strides`` (the
     patch embedding: :mod:`swinjax.models.stem`), ``dtype`` (compute) and ``param_dtype``.
+
+    ``version`` 2 is Swin V2 (Liu et al., 2022; timm's ``SwinTransformerV2``): scaled cosine
+    attention with a continuous position bias, residual post-norm blocks, patch merging that
+    normalises after its reduction (:mod:`swinjax.models.layers.blocks_v2`); its
+    ``pretrained_window_sizes`` (one per stage, timm's meaning: 0 or () the stage's own window)
+    scale the position-bias coordinates of a model fine-tuned from another window size.
 
     How it is computed, never what (the parameters and dropout masks are the same for every
     setting): ``kernels`` ("auto", "reference" or "cpu", :mod:`swinjax.models.layers.kernel_sets`;
@@ -95,6 +102,8 @@ class SwinTransformer(nn.Module, kw_only=True):
     stem: str = "patch"  # "conv": 3x3 convolutions instead (swinjax.models.stem; not timm's)
     stem_channels: tuple[int, ...] = ()  # stem="conv": their widths; (): derived
     stem_strides: tuple[int, ...] = ()  # stem="conv": their strides; (): stride-2 ones first
+    version: int = 1  # 2: Swin V2
+    pretrained_window_sizes: tuple[int, ...] = ()  # V2, per stage: 0 or (): the stage's window
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     kernels: str = "auto"
@@ -147,6 +156,9 @@ class SwinTransformer(nn.Module, kw_only=True):
             f"weight_init {self.weight_init!r} is not one of {WEIGHT_INITS}",
         )
         stems.validate_stem(self.stem, self.stem_channels, patch, self.embed_dim, self.stem_strides)
+        validate_version(
+            self.version, tuple(self.pretrained_window_sizes), len(depths), self.weight_init
+        )
 
         return img, patch
 
@@ -161,6 +173,7 @@ class SwinTransformer(nn.Module, kw_only=True):
         else:
             rates = [float(self.drop_path_rate)] * total
         res = (img[0] // patch[0], img[1] // patch[1])
+        pretrained = tuple(self.pretrained_window_sizes)
         specs, start = [], 0
         for i, (depth, nh) in enumerate(zip(depths, heads, strict=True)):
             dim = self.embed_dim * 2**i
@@ -193,6 +206,7 @@ class SwinTransformer(nn.Module, kw_only=True):
                     window=win,
                     shift=shift,
                     drop_paths=tuple(rates[start : start + depth]),
+                    pretrained_window=windows.to_pair(pretrained[i]) if pretrained else (0, 0),
                 )
             )
             start += depth
@@ -307,6 +321,8 @@ class SwinTransformer(nn.Module, kw_only=True):
                 drop_path_mode=self.drop_path_mode,
                 merge_norm=self.merge_norm,
                 weight_init=self.weight_init,
+                version=self.version,
+                pretrained_window=s.pretrained_window,
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
                 kernels=self.kernels,

@@ -104,10 +104,16 @@ def decay_mask(params: Any, decay_all: bool = False) -> Any:
     """True for the leaves weight decay applies to: dense and conv kernels (or every leaf).
 
     Biases, LayerNorm scales and biases, ``absolute_pos_embed`` and every
-    ``relative_position_bias_table`` are spared.
+    ``relative_position_bias_table`` are spared; so are Swin V2's ``logit_scale``, ``q_bias``,
+    ``v_bias`` and its continuous-position-bias MLPs (``cpb_mlp_*``, kernels included: timm's
+    ``SwinTransformerV2.no_weight_decay``).
     """
     flat = traverse_util.flatten_dict(params)
-    return traverse_util.unflatten_dict({k: decay_all or k[-1] == "kernel" for k in flat})
+    return traverse_util.unflatten_dict({k: decay_all or _decays(k) for k in flat})
+
+
+def _decays(path: tuple[str, ...]) -> bool:
+    return path[-1] == "kernel" and not any(part.startswith("cpb_mlp") for part in path)
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:

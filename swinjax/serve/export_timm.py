@@ -6,7 +6,8 @@
                               pretrained_cfg_overlay=dict(file="OUT/model.safetensors",
                                                           num_classes=K))
 
-build timm's ``SwinTransformer`` with the same logits (the overlay needs ``num_classes`` too,
+build timm's ``SwinTransformer`` (``SwinTransformerV2`` for a ``version=2`` model) with the same
+logits (the overlay needs ``num_classes`` too,
 else timm drops the head as one of another number of classes). ``config.json`` holds
 ``architecture`` (a timm model name), ``num_classes``, ``num_features``, ``label_names``,
 ``model_args`` (every architecture number, so any size or window builds) and
@@ -41,6 +42,14 @@ TIMM_NAMES = {
 }
 # Any other architecture: this name, its numbers replaced by model_args.
 DEFAULT_NAME = "swin_tiny_patch4_window7_224"
+# Swin V2 (version=2): timm's SwinTransformerV2 names, the same way.
+TIMM_V2_NAMES = {
+    (96, (2, 2, 6, 2), (3, 6, 12, 24)): "swinv2_tiny_window8_256",
+    (96, (2, 2, 18, 2), (3, 6, 12, 24)): "swinv2_small_window8_256",
+    (128, (2, 2, 18, 2), (4, 8, 16, 32)): "swinv2_base_window8_256",
+    (192, (2, 2, 18, 2), (6, 12, 24, 48)): "swinv2_large_window12_192",
+}
+DEFAULT_V2_NAME = "swinv2_tiny_window8_256"
 # (field, value timm's SwinTransformer needs, why) for the fields timm cannot vary.
 _TIMM_FIXED = (
     ("ape", False, "an absolute position embedding (ape=True), which timm's Swin has not"),
@@ -59,10 +68,16 @@ def timm_refusal(model: Any) -> str | None:
 
 def timm_architecture(model: Any) -> tuple[str, dict[str, Any]]:
     """(timm model name, ``model_args``: every architecture number of ``model`` as timm's
-    ``SwinTransformer`` takes them)."""
+    ``SwinTransformer`` or, for version 2, ``SwinTransformerV2`` takes them)."""
     depths, heads = tuple(model.depths), tuple(model.num_heads)
-    name = TIMM_NAMES.get((model.embed_dim, depths, heads), DEFAULT_NAME)
-    return name, {
+    key = (model.embed_dim, depths, heads)
+    if model.version == 2:
+        pretrained = tuple(model.pretrained_window_sizes) or (0,) * len(depths)
+        name = TIMM_V2_NAMES.get(key, DEFAULT_V2_NAME)
+        extra = {"pretrained_window_sizes": [int(p) for p in pretrained]}
+    else:
+        name, extra = TIMM_NAMES.get(key, DEFAULT_NAME), {}
+    return name, extra | {
         "img_size": _pair_or_int(model.img_size),
         "patch_size": _pair_or_int(model.patch_size),
         "window_size": _pair_or_int(model.window_size),

@@ -1,5 +1,5 @@
 """PyTorch Swin checkpoints (timm, the official microsoft/Swin-Transformer, or Hugging Face
-transformers') -> swinjax params.
+transformers') -> swinjax params, Swin V1 and V2.
 
     sd = {k: v.numpy() for k, v in timm_model.state_dict().items()}   # or a safetensors file
     params = params_from_timm(sd, model=create_model("swin_t"))
@@ -13,7 +13,15 @@ weights (out, in) become kernels (in, out); the patch-embedding conv (O, I, kh, 
 and mapped onto timm's (merging at the start of the next stage, ``head.fc``); so is transformers'
 (``swin.embeddings...``, separate query/key/value: :mod:`swinjax.weights.hf_layout`).
 
-A checkpoint of another size is adapted as timm's ``checkpoint_filter_fn`` does for a timm model of
+Swin V2 (timm's ``SwinTransformerV2``, a model with ``version=2``) goes through the same renames:
+its extra leaves ``q_bias``, ``v_bias`` and ``logit_scale`` keep their names and shapes, the
+position-bias MLP is two linears (``cpb_mlp.0``, ``cpb_mlp.2``), and its derived buffers
+(``relative_coords_table``, ``relative_position_index``, ``attn_mask``) are dropped. A checkpoint
+of the other family than the model's is refused by name (:mod:`swinjax.weights.version`).
+
+A checkpoint of another size is adapted as timm's ``checkpoint_filter_fn`` (V1's; V2's does the
+same but has no tables to resize: its coordinate table is recomputed for the model's windows and
+``pretrained_window_sizes``) does for a timm model of
 the new size created with pretrained weights: derived buffers dropped, relative position bias tables
 resized to the model's windows, the patch embedding resampled to a new patch size, an absolute
 position embedding (``ape``: the official code's; timm's Swin has none) interpolated to the new
@@ -33,7 +41,7 @@ from flax import traverse_util
 from swinjax.errors import CheckpointMismatchError
 from swinjax.models import param_shapes
 from swinjax.models.layers import windows
-from swinjax.weights import hf_layout
+from swinjax.weights import hf_layout, version
 from swinjax.weights.mismatch import mismatch_message
 from swinjax.weights.resample import (
     resample_abs_pos_embed,
@@ -41,8 +49,11 @@ from swinjax.weights.resample import (
     resize_rel_pos_bias_table,
 )
 
-# Buffers that the official checkpoints save and that swinjax derives from shapes.
-_BUFFER_SUFFIXES = ("relative_position_index", "attn_mask")
+# Buffers that the official checkpoints save and that swinjax derives from shapes (V2's
+# relative_coords_table and k_bias too).
+_BUFFER_SUFFIXES = ("relative_position_index", "attn_mask", "relative_coords_table", "k_bias")
+# Tensors that keep their name and layout (V2's q_bias, v_bias and logit_scale among them).
+_AS_IS = ("relative_position_bias_table", "absolute_pos_embed", "q_bias", "v_bias", "logit_scale")
 _NORM_MODULE = re.compile(r"(^|\.)norm\d?$")
 _REL_TABLE = re.compile(r"^layers\.(\d+)\.blocks\.\d+\.attn\.relative_position_bias_table$")
 HEAD_MODES = ("load", "reset", "auto")
@@ -66,7 +77,8 @@ class LoadReport:
     ``unused``: checkpoint keys left out (``skip``, or a head being re-initialised); ``missing``:
     model params not in the result (initialise them); ``buffers``: derived buffers dropped;
     ``head_reset``: (checkpoint classes or None without a head, model classes) when the
-    classifier is left for re-initialisation.
+    classifier is left for re-initialisation; ``notes``: what the caller should know about the
+    weights (a V2 checkpoint's coordinates scaled for other windows: :mod:`.version`).
     """
 
     layout: str = "timm"
@@ -77,6 +89,7 @@ class LoadReport:
     buffers: list[str] = dataclasses.field(default_factory=list)
     head_reset: tuple[int | None, int] | None = None
     source: str = ""
+    notes: list[str] = dataclasses.field(default_factory=list)
 
 
 def unwrap_state_dict(tree: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -97,17 +110,25 @@ def _numpy_tensors(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
     }
 
 
-def _timm_layout(state_dict: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], str, list[str]]:
-    """(timm-named tensors, "timm", "official" or "transformers", dropped buffer keys)."""
+def _timm_layout(
+    state_dict: Mapping[str, Any],
+) -> tuple[dict[str, np.ndarray], str, dict[str, np.ndarray]]:
+    """(timm-named tensors, "timm", "official" or "transformers", dropped buffers by key)."""
     sd = _numpy_tensors(state_dict)
     if hf_layout.is_transformers_layout(sd):
+        if version.checkpoint_version(list(sd)) == 2:
+            raise CheckpointMismatchError(
+                "transformers' Swinv2 layout is not supported; load timm's or the official "
+                "checkpoint of the same model instead (e.g. hf-hub:timm/swinv2_tiny_window8_256."
+                "ms_in1k)"
+            )
         timm_sd, buffers = hf_layout.transformers_to_timm(sd)
-        return timm_sd, "transformers", buffers
+        return timm_sd, "transformers", {k: sd[k] for k in buffers}
     official = "layers.0.downsample.reduction.weight" in sd
-    out, buffers = {}, []
+    out, buffers = {}, {}
     for k, v in sd.items():
         if k.endswith(_BUFFER_SUFFIXES):
-            buffers.append(k)
+            buffers[k] = v
             continue
         if official:
             k = re.sub(r"layers\.(\d+)\.downsample", _next_stage, k)
@@ -135,7 +156,7 @@ def _flax_leaf(torch_key: str, value: np.ndarray) -> tuple[tuple[str, ...], np.n
         else:
             path.append(part)
     module = ".".join(modules)
-    if leaf in ("relative_position_bias_table", "absolute_pos_embed"):
+    if leaf in _AS_IS:
         return (*path, leaf), value
     if leaf == "bias":
         return (*path, "bias"), value
@@ -211,13 +232,18 @@ def convert_checkpoint(
     if head not in HEAD_MODES:
         raise ValueError(f"head={head!r} is not one of {HEAD_MODES}")
     sd, layout, buffers = _timm_layout(state_dict)
+    wrong_family = version.family_mismatch(list(sd), model)
+    if wrong_family:
+        raise CheckpointMismatchError(wrong_family)
     expected = {
         _timm_key(p): (p, s) for p, s in traverse_util.flatten_dict(param_shapes(model)).items()
     }
     reset = head == "reset" or _skipped("head", skip)
     reset = reset or (head == "auto" and not _head_fits(sd, expected))
     drop = lambda k: _skipped(k, skip) or (reset and k.startswith("head."))
-    report = LoadReport(layout=layout, buffers=buffers)
+    report = LoadReport(layout=layout, buffers=list(buffers))
+    note = version.coordinate_note(buffers, model)
+    report.notes += [note] if note else []
     if reset and (model.num_classes or "head.fc.weight" in sd):
         ckpt_head = sd.get("head.fc.weight")
         report.head_reset = (None if ckpt_head is None else ckpt_head.shape[0], model.num_classes)

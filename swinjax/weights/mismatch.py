@@ -18,9 +18,9 @@ _STEM_WEIGHTS = ("patch_embed.proj.weight", "patch_embed.conv_proj.weight")
 
 
 def checkpoint_architecture(sd: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """The ``SwinTransformer`` fields a timm-layout state dict shows: ``embed_dim``, ``depths``,
-    ``num_heads`` (None for a stage without blocks), ``mlp_ratio`` and ``ape``, those it has
-    the tensors for."""
+    """The ``SwinTransformer`` fields a timm-layout state dict (V1 or V2) shows: ``embed_dim``,
+    ``depths``, ``num_heads`` (None for a stage without blocks), ``mlp_ratio`` and ``ape``,
+    those it has the tensors for."""
     arch: dict[str, Any] = {"ape": "absolute_pos_embed" in sd}
     stem = next((sd[k] for k in _STEM_WEIGHTS if k in sd), None)
     if stem is not None:
@@ -30,15 +30,21 @@ def checkpoint_architecture(sd: Mapping[str, np.ndarray]) -> dict[str, Any]:
         return arch
     blocks = {(int(m[1]), int(m[2])) for k in sd if (m := _BLOCK.match(k))}
     arch["depths"] = tuple(sum(s == i for s, _ in blocks) for i in range(max(stages) + 1))
-    tables = [
-        sd.get(f"layers.{i}.blocks.0.attn.relative_position_bias_table")
-        for i in range(max(stages) + 1)
-    ]
-    arch["num_heads"] = tuple(None if t is None else int(t.shape[1]) for t in tables)
+    arch["num_heads"] = tuple(
+        _heads(sd, f"layers.{i}.blocks.0.attn.") for i in range(max(stages) + 1)
+    )
     fc1 = next((v for k, v in sd.items() if k.endswith("mlp.fc1.weight") and v.ndim == 2), None)
     if fc1 is not None:
         arch["mlp_ratio"] = fc1.shape[0] / fc1.shape[1]
     return arch
+
+
+def _heads(sd: Mapping[str, np.ndarray], attn: str) -> int | None:
+    """A block's heads: the columns of V1's bias table, the length of V2's ``logit_scale``."""
+    table, scale = sd.get(attn + "relative_position_bias_table"), sd.get(attn + "logit_scale")
+    if table is not None:
+        return int(table.shape[1])
+    return None if scale is None else int(scale.shape[0])
 
 
 def _same(ckpt: Any, model: Any) -> bool:

@@ -9,7 +9,7 @@ Dense, GELU, dropout and attention they trace; it changes no parameter and no dr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -47,9 +47,19 @@ def dense_init(weight_init: str) -> nn.initializers.Initializer:
     return nn.initializers.truncated_normal(stddev=0.02)
 
 
-def layer_norm(name: str, *, dtype: Dtype, param_dtype: Dtype) -> nn.LayerNorm:
-    """PyTorch's LayerNorm (epsilon 1e-5) over the channels, as the submodule ``name``."""
-    return nn.LayerNorm(epsilon=LN_EPS, dtype=dtype, param_dtype=param_dtype, name=name)
+def layer_norm(
+    name: str, *, dtype: Dtype, param_dtype: Dtype, zero_init: bool = False
+) -> nn.LayerNorm:
+    """PyTorch's LayerNorm (epsilon 1e-5) over the channels, as the submodule ``name``;
+    ``zero_init``: scale and bias start at 0 (Swin V2's residual post-norms)."""
+    inits = dict(scale_init=nn.initializers.zeros, bias_init=nn.initializers.zeros)
+    return nn.LayerNorm(
+        epsilon=LN_EPS,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        name=name,
+        **(inits if zero_init else {}),
+    )
 
 
 class DropPath(nn.Module, kw_only=True):
@@ -148,21 +158,75 @@ class WindowAttention(nn.Module, kw_only=True):
         qkv = qkv.reshape(Bw, N, 3, heads, head_dim)
         q_BwNhd, k_BwNhd, v_BwNhd = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         q_BwNhd = q_BwNhd * jnp.asarray(head_dim**-0.5, q_BwNhd.dtype)
-        index_NN = windows.relative_position_index(self.window)
-        bias_NNh = jnp.take(table_Th, index_NN.reshape(-1), axis=0).reshape(N, N, heads)
-        add_wNNh = bias_NNh.astype(jnp.float32)[None]
-        if mask_wNN is not None:
-            add_wNNh = add_wNNh + mask_wNN[..., None]
-        scale_BwNNh = None
-        if not deterministic and self.attn_drop > 0.0:
-            scale_BwNNh = dropout_scale(
-                self.make_rng("dropout"), self.attn_drop, (Bw, N, N, heads), fused=ks.fused_dropout
-            )
-        out = ks.attention(N, head_dim)(q_BwNhd, k_BwNhd, v_BwNhd, add_wNNh, scale_BwNNh)
-        out = ks.dense(features=C, name="proj", **dense)(out.reshape(Bw * N, C))
-        out = checkpoint_name(out, LINEAR_OUT)
-        out = Dropout(rate=self.proj_drop, fused=ks.fused_dropout)(out, deterministic=deterministic)
-        return out.reshape(Bw, N, C)
+        add_wNNh = additive_term(table_Th, self.window, mask_wNN)
+        return attend_and_project(
+            self, q_BwNhd, k_BwNhd, v_BwNhd, add_wNNh, dense=dense, deterministic=deterministic
+        )
+
+
+def additive_term(table_Th: jnp.ndarray, window: Pair, mask_wNN: np.ndarray | None) -> jnp.ndarray:
+    """The additive logit term of window attention, float32 (1 or w, N, N, h): the per-offset
+    bias table read at every (query, key) pair of a window, plus the shifted-window mask."""
+    index_NN = windows.relative_position_index(window)
+    N = index_NN.shape[0]
+    bias_NNh = jnp.take(table_Th, index_NN.reshape(-1), axis=0).reshape(N, N, -1)
+    add_wNNh = bias_NNh.astype(jnp.float32)[None]
+    if mask_wNN is not None:
+        add_wNNh = add_wNNh + mask_wNN[..., None]
+    return add_wNNh
+
+
+def attend_and_project(
+    module: nn.Module,
+    q_BwNhd: jnp.ndarray,
+    k_BwNhd: jnp.ndarray,
+    v_BwNhd: jnp.ndarray,
+    add_wNNh: jnp.ndarray,
+    *,
+    dense: dict[str, Any],
+    deterministic: bool,
+) -> jnp.ndarray:
+    """The end of window attention, V1's and V2's: the kernel set's attention of pre-scaled
+    queries with the additive per-window term, dropout of the probabilities, the output
+    projection ``proj`` (built with ``dense``'s keyword arguments) and its dropout: (Bw, N, C).
+
+    Called inside ``module``'s compact ``__call__`` (the submodules are its children); reads
+    its ``attn_drop``, ``proj_drop`` and ``kernels`` fields and its ``dropout`` rng.
+    """
+    ks = kernel_sets.get(module.kernels)
+    Bw, N, heads, head_dim = q_BwNhd.shape
+    scale_BwNNh = None
+    if not deterministic and module.attn_drop > 0.0:
+        scale_BwNNh = dropout_scale(
+            module.make_rng("dropout"), module.attn_drop, (Bw, N, N, heads), fused=ks.fused_dropout
+        )
+    out = ks.attention(N, head_dim)(q_BwNhd, k_BwNhd, v_BwNhd, add_wNNh, scale_BwNNh)
+    C = heads * head_dim
+    out = ks.dense(features=C, name="proj", **dense)(out.reshape(Bw * N, C))
+    out = checkpoint_name(out, LINEAR_OUT)
+    out = Dropout(rate=module.proj_drop, fused=ks.fused_dropout)(out, deterministic=deterministic)
+    return out.reshape(Bw, N, C)
+
+
+def shifted_window_attention(
+    attend: Callable[[jnp.ndarray, np.ndarray | None], jnp.ndarray],
+    x_BHWC: jnp.ndarray,
+    window: Pair,
+    shift: Pair,
+) -> jnp.ndarray:
+    """(Shifted-)window attention of a feature map, V1's and V2's: roll by -shift, split into
+    windows, ``attend(x_BwNC, mask_wNN)`` (the shifted-window mask, or None unshifted), merge
+    the windows and roll back: (B, H, W, C) in and out."""
+    B, H, W, C = x_BHWC.shape
+    shifted = any(shift)
+    mask_wNN = windows.shifted_window_mask((H, W), window, shift) if shifted else None
+    if shifted:
+        x_BHWC = jnp.roll(x_BHWC, (-shift[0], -shift[1]), axis=(1, 2))
+    y_BwNC = attend(windows.window_partition(x_BHWC, window), mask_wNN)
+    y_BHWC = windows.window_reverse(y_BwNC, window, H, W)
+    if shifted:
+        y_BHWC = jnp.roll(y_BHWC, shift, axis=(1, 2))
+    return y_BHWC
 
 
 class SwinBlock(nn.Module, kw_only=True):
@@ -187,16 +251,9 @@ class SwinBlock(nn.Module, kw_only=True):
 
     @nn.compact
     def __call__(self, x_BHWC: jnp.ndarray, deterministic: bool) -> jnp.ndarray:
-        B, H, W, C = x_BHWC.shape
-        shifted = any(self.shift)
-        mask = windows.shifted_window_mask((H, W), self.window, self.shift) if shifted else None
-
+        C = x_BHWC.shape[-1]
         norm = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        y = layer_norm("norm1", **norm)(x_BHWC)
-        if shifted:
-            y = jnp.roll(y, (-self.shift[0], -self.shift[1]), axis=(1, 2))
-        y_BwNC = windows.window_partition(y, self.window)
-        y_BwNC = WindowAttention(
+        attn = WindowAttention(
             num_heads=self.num_heads,
             window=self.window,
             qkv_bias=self.qkv_bias,
@@ -207,10 +264,14 @@ class SwinBlock(nn.Module, kw_only=True):
             param_dtype=self.param_dtype,
             kernels=self.kernels,
             name="attn",
-        )(y_BwNC, mask, deterministic)
-        y = windows.window_reverse(y_BwNC, self.window, H, W)
-        if shifted:
-            y = jnp.roll(y, self.shift, axis=(1, 2))
+        )
+        y = layer_norm("norm1", **norm)(x_BHWC)
+        y = shifted_window_attention(
+            lambda y_BwNC, mask_wNN: attn(y_BwNC, mask_wNN, deterministic),
+            y,
+            self.window,
+            self.shift,
+        )
         drop_path = dict(rate=self.drop_path, mode=self.drop_path_mode, kernels=self.kernels)
         x_BHWC = x_BHWC + DropPath(**drop_path)(y, deterministic)  # DropPath_0
 
@@ -232,11 +293,12 @@ class PatchMerging(nn.Module, kw_only=True):
 
     Channels are concatenated in the paper's order x[0::2, 0::2], x[1::2, 0::2], x[0::2, 1::2],
     x[1::2, 1::2], then LayerNorm (optional: the Keras example has none) and a bias-free linear
-    4C -> out_dim.
+    4C -> out_dim; with ``norm_last`` (Swin V2) the linear first, then LayerNorm over out_dim.
     """
 
     out_dim: int
     norm: bool = True
+    norm_last: bool = False
     weight_init: str = "timm"
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -247,8 +309,12 @@ class PatchMerging(nn.Module, kw_only=True):
         B, H, W, C = x_BHWC.shape
         x = x_BHWC.reshape(B, H // 2, 2, W // 2, 2, C)  # (b, i, row parity, j, col parity, c)
         x = x.transpose(0, 1, 3, 4, 2, 5).reshape(B, H // 2, W // 2, 4 * C)
-        if self.norm:
-            x = layer_norm("norm", dtype=self.dtype, param_dtype=self.param_dtype)(x)
+
+        def norm(z: jnp.ndarray) -> jnp.ndarray:
+            return layer_norm("norm", dtype=self.dtype, param_dtype=self.param_dtype)(z)
+
+        if self.norm and not self.norm_last:
+            x = norm(x)
         y = kernel_sets.get(self.kernels).dense(
             features=self.out_dim,
             use_bias=False,
@@ -257,7 +323,8 @@ class PatchMerging(nn.Module, kw_only=True):
             param_dtype=self.param_dtype,
             name="reduction",
         )(tokens_2d(x))
-        return y.reshape(B, H // 2, W // 2, self.out_dim)
+        y = y.reshape(B, H // 2, W // 2, self.out_dim)
+        return norm(y) if self.norm and self.norm_last else y
 
 
 class PatchEmbed(nn.Module, kw_only=True):
@@ -295,65 +362,3 @@ class PatchEmbed(nn.Module, kw_only=True):
         if self.norm:
             x = layer_norm("norm", dtype=self.dtype, param_dtype=self.param_dtype)(x)
         return x
-
-
-class SwinStage(nn.Module, kw_only=True):
-    """One stage: optional patch merging at its start (timm layout), then ``depth`` blocks.
-
-    Blocks alternate regular (even j) and shifted (odd j) windows. ``drop_paths`` holds one rate
-    per block. ``remat`` (a key of :data:`REMAT_POLICIES`) rematerialises each block
-    (``nn.remat``: the parameter names and values are unchanged).
-    """
-
-    dim: int
-    depth: int
-    downsample: bool
-    num_heads: int
-    window: Pair
-    shift: Pair
-    drop_paths: Sequence[float]
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
-    drop: float = 0.0
-    attn_drop: float = 0.0
-    drop_path_mode: str = "sample"
-    merge_norm: bool = True
-    weight_init: str = "timm"
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-    kernels: str = "auto"
-    remat: str = "none"
-
-    @nn.compact
-    def __call__(self, x_BHWC: jnp.ndarray, deterministic: bool) -> jnp.ndarray:
-        if self.downsample:
-            x_BHWC = PatchMerging(
-                out_dim=self.dim,
-                norm=self.merge_norm,
-                weight_init=self.weight_init,
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
-                kernels=self.kernels,
-                name="downsample",
-            )(x_BHWC)
-        block = SwinBlock
-        if self.remat != "none":  # deterministic (argument 2, counting self) is a Python bool
-            block = nn.remat(SwinBlock, static_argnums=(2,), policy=REMAT_POLICIES[self.remat])
-        for j in range(self.depth):
-            x_BHWC = block(
-                num_heads=self.num_heads,
-                window=self.window,
-                shift=self.shift if j % 2 else (0, 0),
-                mlp_ratio=self.mlp_ratio,
-                qkv_bias=self.qkv_bias,
-                drop=self.drop,
-                attn_drop=self.attn_drop,
-                drop_path=self.drop_paths[j],
-                drop_path_mode=self.drop_path_mode,
-                weight_init=self.weight_init,
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
-                kernels=self.kernels,
-                name=f"blocks_{j}",
-            )(x_BHWC, deterministic)
-        return x_BHWC

@@ -1,4 +1,5 @@
-"""Window geometry of the Swin Transformer: partition/reverse, relative index, shift mask.
+"""Window geometry of the Swin Transformer: partition/reverse, relative index, shift mask, and
+Swin V2's log-spaced relative coordinates.
 
 Everything that depends only on shapes is computed here once, in numpy, at trace time: the
 relative-position index and the shifted-window attention mask are compile-time constants of the
@@ -102,3 +103,29 @@ def shifted_window_mask(resolution: Pair, window: Pair, shift: Pair) -> np.ndarr
     mask = np.where(same, 0.0, MASK_VALUE).astype(np.float32)
     mask.setflags(write=False)
     return mask
+
+
+# Swin V2's continuous position bias reads log-spaced relative coordinates: scaled to [-8, 8] by
+# the (pretrained) window, then sign(x) * log2(1 + |x|) / log2(8).
+LOG_COORDS_RANGE = 8.0
+
+
+@functools.cache
+def relative_coords_table(window: Pair, pretrained_window: Pair = (0, 0)) -> np.ndarray:
+    """Swin V2's log-spaced relative coordinates of the (2wh-1)(2ww-1) offsets: (T, 2) float32,
+    row ``(dy + wh - 1) * (2ww - 1) + (dx + ww - 1)`` (the rows :func:`relative_position_index`
+    reads) holding the transformed (dy, dx).
+
+    Offsets in [-(w-1), w-1] are divided by ``pretrained_window - 1`` (by ``window - 1`` where
+    the pretrained window is 0; at least 1), times 8, then ``sign(x) * log2(|x| + 1) / log2(8)``
+    (timm's ``relative_coords_table``, flattened).
+    """
+    wh, ww = window
+    reference = pretrained_window if pretrained_window[0] > 0 else window
+    dy = np.arange(-(wh - 1), wh, dtype=np.float64) / max(reference[0] - 1, 1)
+    dx = np.arange(-(ww - 1), ww, dtype=np.float64) / max(reference[1] - 1, 1)
+    grid_HW2 = np.stack(np.meshgrid(dy, dx, indexing="ij"), axis=-1) * LOG_COORDS_RANGE
+    table_HW2 = np.sign(grid_HW2) * np.log2(np.abs(grid_HW2) + 1.0) / np.log2(LOG_COORDS_RANGE)
+    table_T2 = table_HW2.reshape(-1, 2).astype(np.float32)
+    table_T2.setflags(write=False)
+    return table_T2
