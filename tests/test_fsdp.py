@@ -25,7 +25,7 @@ from swinjax.errors import ConfigError
 from swinjax.serve import Predictor
 from swinjax.serve.export import export_model
 from swinjax.serve.export_stablehlo import MODULE_FILE
-from swinjax.training import inference, parallel, sharding
+from swinjax.training import checkpoint, inference, parallel, sharding
 from tests.conftest import REPO, make_tiny_config
 
 
@@ -132,7 +132,7 @@ def test_accumulation_on_eight_devices_gives_the_losses_of_one_batch(eight_devic
 def _served(run_dir: Path, image_paths: list[Path], out: Path, capsys) -> dict[str, np.ndarray]:
     """What ``run_dir``'s latest checkpoint gives, restored here: ``swinjax.eval``'s scores on
     24 training examples, ``Predictor``'s logits and the stablehlo export's logits of the
-    images."""
+    images, and its parameters read without a template (as ``init_from`` reads a workdir)."""
     assert eval_cli.main(["swinjax.eval", "--ckpt", str(run_dir), "--split", "train[:24]"]) == 0
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     _, predicted, failed = Predictor.load(run_dir, batch_size=8).logits(image_paths)
@@ -140,10 +140,12 @@ def _served(run_dir: Path, image_paths: list[Path], out: Path, capsys) -> dict[s
     export_model(inference.restore_params(run_dir), "stablehlo", out)
     exported = jax.export.deserialize((out / MODULE_FILE).read_bytes())
     images = np.stack([np.asarray(Image.open(p)) for p in image_paths])
+    params, _ = checkpoint.restore(run_dir, "latest")  # numpy arrays, no shardings
     return {
         "eval": np.array([record[k] for k in ("loss", "top1", "top5", "num_examples")]),
         "predict": predicted,
         "export": np.asarray(exported.call(images)["logits"]),
+        "params": np.concatenate([np.ravel(a) for a in jax.tree.leaves(params)]),
     }
 
 
@@ -161,6 +163,6 @@ def test_fsdp_checkpoint_is_served_on_one_device_as_the_replicated_run(
     fsdp = _served(root / "saved", image_paths, tmp_path / "fsdp_hlo", capsys)
     replicated = _served(root / "saved_replicated", image_paths, tmp_path / "rep_hlo", capsys)
     assert fsdp["eval"][-1] == 24 and fsdp["predict"].shape == (5, 10)
-    for key in ("eval", "predict", "export"):
+    for key in ("eval", "predict", "export", "params"):
         np.testing.assert_allclose(fsdp[key], replicated[key], rtol=0, atol=1e-5, err_msg=key)
     np.testing.assert_allclose(fsdp["export"], fsdp["predict"], rtol=0, atol=1e-5)
