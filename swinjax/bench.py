@@ -22,7 +22,9 @@ Measures, for the config's model and batch size:
   ``train_step_temp_mib`` (``train_step_temp_bytes`` exactly; None where XLA does not say),
   XLA's buffers of ``train_step`` beyond its arguments and outputs
   (activations kept for the backward pass: what ``remat`` reduces), on any backend;
-- on an accelerator the model FLOPs utilisation from XLA's cost analysis;
+- ``step_gflops``: a train step's FLOPs by XLA's cost analysis, every microbatch counted
+  (``microbatch_gflops`` one microbatch's, ``grad_accum_steps`` how many), and on an
+  accelerator the model FLOPs utilisation from it;
 - with ``--profile``, where a train step's time goes, by XLA op and by model module
   (:mod:`swinjax.training.profiling`).
 

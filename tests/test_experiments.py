@@ -1,16 +1,21 @@
 """Every config file in experiments/, and every variant of one (``get_config(VARIANT)``, on the
 command line ``--config experiments/FILE.py:VARIANT``), loads and validates (no data, no
-compile); an experiment never loads another experiment's file."""
+compile); an experiment never loads another experiment's file. The Swin-B fine-tuning recipe's
+train step also runs once, shrunk to a tiny model on synthetic data."""
 
 from __future__ import annotations
 
 import importlib.util
 
+import jax
+import numpy as np
 import pytest
 
+from swinjax import data
 from swinjax.config import validate_config
 from swinjax.errors import ConfigError
 from swinjax.sweeps import space
+from swinjax.training import parallel, setup, steps
 from tests.conftest import REPO
 
 FILES = sorted((REPO / "experiments").glob("*.py"))
@@ -63,3 +68,42 @@ def test_experiment_does_not_load_another(path) -> None:
     text = path.read_text()  # variants are get_config(VARIANT), not another file loaded
     for loader in ("importlib", "spec_from_file_location", "import experiments", "exec("):
         assert loader not in text, f"{path.name} loads code with {loader!r}"
+
+
+# finetune_swin_b_384 shrunk (its compile is most of the test's time): Swin-B's first two stages
+# at width 16 (head size 4), 96x96 inputs resized from 16x16 synthetic images (window 12 over
+# 24x24 tokens, shifted, in stage 1), 2 microbatches of 8 rather than 8 of 64, no pretrained
+# weights.
+TINY_SWIN_B = dict(
+    init_from="",
+    dataset="synthetic",
+    synthetic_train_examples=64,
+    val_split="",
+    test_split="",
+    batch_size=16,
+    grad_accum_steps=2,
+    progress_bar=False,
+)
+TINY_SWIN_B_MODEL = dict(embed_dim=16, depths=(2, 1), num_heads=(4, 8), img_size=96, num_classes=10)
+
+
+def test_finetune_swin_b_384_step_runs_at_a_tiny_size() -> None:
+    config = _load(REPO / "experiments" / "finetune_swin_b_384.py").get_config()
+    assert config.init_from.startswith("hf-hub:timm/swin_base_patch4_window7_224")
+    assert (config.batch_size, config.grad_accum_steps, config.learning_rate) == (512, 8, 2e-5)
+    assert config.ema_decay > 0 and config.layer_decay == 0.9 and config.dtype == "bfloat16"
+    config.update(TINY_SWIN_B)
+    config.model_kwargs.update(TINY_SWIN_B_MODEL)
+    fsdp = config.copy_and_resolve_references()
+    fsdp.sharding = "fsdp"  # the command line's option
+    validate_config(fsdp)
+    run = setup.setup_run(config)
+    state = run.take_state()
+    assert state.grad_accum_steps == 2 and state.model.window_size == 12
+    assert state.recipe.ema and state.recipe.mixing and state.recipe.policy == "randaugment"
+    batch = next(data.train_batches(run.plan.split, config.batch_size, config.seed, 0))
+    ema_before = jax.tree.leaves(state.ema_params)[0].copy()
+    state, metrics = steps.train_step(state, parallel.put_batch(batch, run.mesh))
+    assert int(state.step) == 1
+    assert all(np.isfinite(float(v)) for v in metrics.values()), metrics
+    assert not np.array_equal(jax.tree.leaves(state.ema_params)[0], ema_before)  # EMA follows

@@ -1,7 +1,8 @@
 """Sharded train state (``config.sharding='fsdp'``): the rule in-process, and on 8, 4 and 1 CPU
 devices in processes of their own (``tests/fsdp_check.py``): fsdp equals replicated, holds about
-1/8 of the state per device, and a run saved on 8 devices resumes on 4 (fsdp) and on 1
-(replicated)."""
+1/8 of the state per device, gradient accumulation on 8 devices equals one batch, a run saved on
+8 devices resumes on 4 (fsdp) and on 1 (replicated), and is served on this process's one device
+by eval, predict and the stablehlo export as the replicated run is."""
 
 from __future__ import annotations
 
@@ -9,15 +10,22 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from jax.sharding import PartitionSpec
+from PIL import Image
 
 from swinjax import config as config_lib
+from swinjax import eval as eval_cli
 from swinjax.errors import ConfigError
-from swinjax.training import parallel, sharding
+from swinjax.serve import Predictor
+from swinjax.serve.export import export_model
+from swinjax.serve.export_stablehlo import MODULE_FILE
+from swinjax.training import checkpoint, inference, parallel, sharding
 from tests.conftest import REPO, make_tiny_config
 
 
@@ -110,3 +118,51 @@ def test_saved_on_eight_devices_resumes_on_fewer(eight_devices, devices, mode) -
     assert report["device_count"] == devices
     assert report["steps"] == [4, 4] and report["step"] == 4
     assert report["max_diff"] <= 1e-6  # params and optimizer state of the uninterrupted run
+
+
+@pytest.mark.slow
+def test_accumulation_on_eight_devices_gives_the_losses_of_one_batch(eight_devices) -> None:
+    runs = eight_devices[0]["accumulation"]  # no dropout, drop path or augmentation
+    one_batch = runs["replicated_k1"]
+    assert len(one_batch) == 3 and one_batch[0] != one_batch[-1]  # it trains
+    for name in ("replicated_k2", "fsdp_k2"):  # two microbatches of 8 rows: one a device
+        np.testing.assert_allclose(runs[name], one_batch, rtol=1e-5, err_msg=name)
+
+
+def _served(run_dir: Path, image_paths: list[Path], out: Path, capsys) -> dict[str, np.ndarray]:
+    """What ``run_dir``'s latest checkpoint gives, restored here: ``swinjax.eval``'s scores on
+    24 training examples, ``Predictor``'s logits and the stablehlo export's logits of the
+    images, and its parameters read without a template (as ``init_from`` reads a workdir)."""
+    assert eval_cli.main(["swinjax.eval", "--ckpt", str(run_dir), "--split", "train[:24]"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    _, predicted, failed = Predictor.load(run_dir, batch_size=8).logits(image_paths)
+    assert not failed
+    export_model(inference.restore_params(run_dir), "stablehlo", out)
+    exported = jax.export.deserialize((out / MODULE_FILE).read_bytes())
+    images = np.stack([np.asarray(Image.open(p)) for p in image_paths])
+    params, _ = checkpoint.restore(run_dir, "latest")  # numpy arrays, no shardings
+    return {
+        "eval": np.array([record[k] for k in ("loss", "top1", "top5", "num_examples")]),
+        "predict": predicted,
+        "export": np.asarray(exported.call(images)["logits"]),
+        "params": np.concatenate([np.ravel(a) for a in jax.tree.leaves(params)]),
+    }
+
+
+@pytest.mark.slow
+def test_fsdp_checkpoint_is_served_on_one_device_as_the_replicated_run(
+    eight_devices, tmp_path, capsys
+) -> None:
+    assert jax.device_count() == 1  # this process: restored from 8 shards to one device
+    rng = np.random.default_rng(0)
+    image_paths = []
+    for i in range(5):
+        image_paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(image_paths[-1])
+    root = Path(eight_devices[1])
+    fsdp = _served(root / "saved", image_paths, tmp_path / "fsdp_hlo", capsys)
+    replicated = _served(root / "saved_replicated", image_paths, tmp_path / "rep_hlo", capsys)
+    assert fsdp["eval"][-1] == 24 and fsdp["predict"].shape == (5, 10)
+    for key in ("eval", "predict", "export", "params"):
+        np.testing.assert_allclose(fsdp[key], replicated[key], rtol=0, atol=1e-5, err_msg=key)
+    np.testing.assert_allclose(fsdp["export"], fsdp["predict"], rtol=0, atol=1e-5)

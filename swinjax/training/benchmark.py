@@ -65,9 +65,7 @@ def measure(
     t0 = time.perf_counter()
     compiled = steps.train_step.lower(state, batch).compile()
     compile_s = time.perf_counter() - t0
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list | tuple) else cost
-    step_flops = float(cost.get("flops", 0.0)) if cost else 0.0
+    step_flops, micro_flops = train_step_flops(compiled, state, batch)
     temp = getattr(compiled.memory_analysis(), "temp_size_in_bytes", None)
     state_bytes = parallel.bytes_per_device(state)
     state, _ = jax.block_until_ready(compiled(state, batch))
@@ -92,6 +90,8 @@ def measure(
         "eval_images_per_s": round(n_steps * bs / eval_s, 1),
         **result,
         "step_gflops": round(step_flops / 1e9, 3),
+        "grad_accum_steps": int(state.grad_accum_steps),
+        "microbatch_gflops": round(micro_flops / 1e9, 3),
         **({"train_step_temp_mib": round(temp / 2**20, 1)} if temp is not None else {}),
         "data": source,
         **_memory(device),
@@ -104,6 +104,36 @@ def measure(
             steps.train_step, compiled.as_text(), (state, batch)
         )
     return result
+
+
+def _flops(compiled: Any) -> float:
+    """FLOPs of a compiled program by XLA's cost analysis (0 where the backend gives none)."""
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    return float(cost.get("flops", 0.0)) if cost else 0.0
+
+
+def train_step_flops(compiled: Any, state: Any, batch: Any) -> tuple[float, float]:
+    """``(FLOPs of the whole train step, of one microbatch's gradients)`` for ``compiled``, the
+    compiled ``train_step`` of ``state`` on ``batch``.
+
+    XLA's cost analysis counts the body of a ``lax.scan`` once, so with ``grad_accum_steps`` k > 1
+    the compiled step's own count holds one microbatch's forward and backward: the microbatch's
+    (:func:`steps.grads_and_metrics`, compiled on its own for this, on a batch of the
+    microbatch's shape and sharding) is added k - 1 more times. With k = 1 both figures are the
+    step's."""
+    step = _flops(compiled)
+    k = int(state.grad_accum_steps)
+    if k == 1:
+        return step, step
+
+    def microbatch(a: jax.Array) -> jax.ShapeDtypeStruct:
+        return jax.ShapeDtypeStruct((a.shape[0] // k, *a.shape[1:]), a.dtype, sharding=a.sharding)
+
+    micro = jax.tree.map(microbatch, batch)
+    grads = jax.jit(steps.grads_and_metrics)
+    body = _flops(grads.lower(state, state.rng, state.rng, micro).compile())
+    return step + (k - 1) * body, body
 
 
 def _set_up(config: ml_collections.ConfigDict) -> tuple[Run, str]:

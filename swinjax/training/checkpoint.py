@@ -263,15 +263,19 @@ class Checkpointer:
         """The names in a train state's ``hparams`` that checkpoint ``step`` does not hold (none
         where its metadata cannot be read: the restore then reports the checkpoint as it is)."""
         try:
-            saved = ocp.StandardCheckpointHandler().metadata(
-                self.manager.directory / str(step) / STATE_ITEM
-            )
-            on_disk = set(saved["hparams"].keys())
+            on_disk = set(self._saved_tree(step)["hparams"].keys())
         except Exception as e:  # noqa: BLE001 - judged by is_bad_checkpoint, else re-raised
             if not is_bad_checkpoint(e):
                 raise
             return set()
         return set(hparams) - on_disk
+
+    def _saved_tree(self, step: int) -> Any:
+        """The tree of the train state saved at ``step``, read from its metadata (each leaf's
+        shape and dtype), without reading the arrays."""
+        return ocp.StandardCheckpointHandler().metadata(
+            self.manager.directory / str(step) / STATE_ITEM
+        )
 
     def restore_params(self, step: int) -> dict:
         """The parameters saved at ``step``, as a nested dict of numpy arrays, without a template
@@ -279,10 +283,18 @@ class Checkpointer:
         return self._restore_params_and_meta(step)[0]
 
     def _restore_params_and_meta(self, step: int) -> tuple[dict, dict]:
+        """The saved state's arrays read as numpy arrays on the host, whatever devices and
+        layout it was saved from (no shardings are restored: a state saved over 8 devices reads
+        on one); its parameters and the step's meta."""
         self.wait_until_finished()
+        as_numpy = jax.tree.map(
+            lambda _: ocp.RestoreArgs(restore_type=np.ndarray), self._saved_tree(step)
+        )
         restored = self.manager.restore(
             step,
-            args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()),
+            args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(restore_args=as_numpy), meta=ocp.args.JsonRestore()
+            ),
         )
         params = jax.tree.map(np.asarray, dict(restored["state"]["params"]))
         return params, dict(restored["meta"])

@@ -84,11 +84,12 @@ def _train_inputs(
     return x, targets, dominant
 
 
-def _grads_and_metrics(
+def grads_and_metrics(
     state: TrainState, aug_key: jax.Array, dropout_key: jax.Array, batch: dict[str, jax.Array]
 ) -> tuple[Any, dict[str, jax.Array]]:
     """The gradients of the mean loss over ``batch`` (augmented with ``aug_key``, dropout from
-    ``dropout_key``) and its ``loss``, ``top1`` and ``top5`` (means over the batch)."""
+    ``dropout_key``) and its ``loss``, ``top1`` and ``top5`` (means over the batch): one
+    microbatch's work, which :func:`_accumulated` scans over (the benchmark counts its FLOPs)."""
     x, targets, labels = _train_inputs(state, aug_key, batch)
 
     def loss_fn(params: Any) -> tuple[jax.Array, jax.Array]:
@@ -125,18 +126,18 @@ def _accumulated(
     k = state.grad_accum_steps
     if k == 1:
         aug_key, dropout_key = jax.random.split(step_key)
-        return _grads_and_metrics(state, aug_key, dropout_key, batch)
+        return grads_and_metrics(state, aug_key, dropout_key, batch)
 
     def body(carry: Any, xs: tuple[jax.Array, dict[str, jax.Array]]) -> tuple[Any, None]:
         i, micro = xs
         aug_key, dropout_key = jax.random.split(jax.random.fold_in(step_key, i))
-        grads, metrics = _grads_and_metrics(state, aug_key, dropout_key, micro)
+        grads, metrics = grads_and_metrics(state, aug_key, dropout_key, micro)
         add = lambda total, g: total + g.astype(jnp.float32)  # noqa: E731
         return jax.tree.map(add, carry, (grads, metrics)), None
 
     micro_KB = microbatches(batch, k)
     first = jax.tree.map(lambda a: a[0], micro_KB)
-    shapes = jax.eval_shape(_grads_and_metrics, state, step_key, step_key, first)
+    shapes = jax.eval_shape(grads_and_metrics, state, step_key, step_key, first)
     zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, jnp.float32), shapes)
     (grads, metrics), _ = jax.lax.scan(body, zeros, (jnp.arange(k), micro_KB))
     grads = jax.tree.map(lambda total, p: (total / k).astype(p.dtype), grads, state.params)
