@@ -58,38 +58,50 @@ def images(arrays: dict) -> np.ndarray:
 
 
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("layout", ["timm", "official"])
 @pytest.mark.parametrize("kernels", ["cpu", "reference"])
-def test_logits_match_timm(case: str, layout: str, kernels: str) -> None:
+def test_logits_match_timm(case: str, kernels: str) -> None:
     model, _, arrays = load_case(case)
     model = model.clone(kernels=kernels)
-    params, report = convert_checkpoint(checkpoint(arrays, layout), model)
-    assert report.layout == layout and not (report.resized or report.missing or report.notes)
+    params, report = convert_checkpoint(checkpoint(arrays, "timm"), model)
+    assert report.layout == "timm" and not (report.resized or report.missing or report.notes)
     logits = logits_of(model, params, images(arrays))
     np.testing.assert_allclose(logits, arrays["logits"], atol=1e-4, rtol=0)
     assert np.abs(arrays["logits"]).max() > 0.1  # the fixture is not trivially near zero
 
 
 @pytest.mark.parametrize("case", CASES)
+def test_official_layout_gives_the_same_params(case: str) -> None:
+    """The official layout (merging at the end of a stage, head.weight, buffers) converts to
+    the very params of timm's layout, so it gives timm's logits too (one of them run here)."""
+    model, _, arrays = load_case(case)
+    params = convert_checkpoint(checkpoint(arrays, "timm"), model)[0]
+    official, report = convert_checkpoint(checkpoint(arrays, "official"), model)
+    assert report.layout == "official" and not (report.resized or report.missing or report.notes)
+    flat, expected = traverse_util.flatten_dict(official), traverse_util.flatten_dict(params)
+    assert flat.keys() == expected.keys()
+    for path, value in expected.items():
+        np.testing.assert_array_equal(flat[path], value)
+    if case == "swinv2_32":
+        logits = logits_of(model, official, images(arrays))
+        np.testing.assert_allclose(logits, arrays["logits"], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("case", CASES)
 def test_stage_maps_match_timm(case: str) -> None:
-    """forward_intermediates(norm=True) and forward_features against timm's (NHWC), and the last
-    stage's map without the final norm."""
+    """forward_intermediates' stage maps and forward_features against timm's (NHWC): the maps
+    without the final norm, and with it (timm's ``norm=True`` last map) the features."""
     model, _, arrays = load_case(case)
     expected = dict(np.load(GOLDEN / f"{case}_features.npz"))
     params = params_from_timm(state_dict(arrays, "timm"), model=model)
-    x = images(arrays)[:1]
-    run = jax.jit(
-        lambda p, v: model.apply({"params": p}, v, norm=True, method="forward_intermediates")
-    )
-    features, maps = run(params, x)
-    np.testing.assert_allclose(features, expected["features_NHWC"], atol=1e-4, rtol=0)
-    assert len(maps) == len(model.depths)
-    for i, m in enumerate(maps):
+    run = jax.jit(lambda p, v: model.apply({"params": p}, v, method="forward_intermediates"))
+    features, maps = run(params, images(arrays)[:1])
+    last = len(model.depths) - 1
+    assert len(maps) == last + 1
+    for i, m in enumerate(maps[:-1]):
         np.testing.assert_allclose(m, expected[f"stage{i}_NHWC"], atol=1e-4, rtol=0)
-    (last,) = model.apply(
-        {"params": params}, x, indices=1, intermediates_only=True, method="forward_intermediates"
-    )
-    np.testing.assert_allclose(last, expected["last_no_norm_NHWC"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(maps[-1], expected["last_no_norm_NHWC"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(features, expected["features_NHWC"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(features, expected[f"stage{last}_NHWC"], atol=1e-4, rtol=0)
 
 
 def test_fixtures_exercise_v2() -> None:
