@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from swinjax import data
+from swinjax import data, export
 from swinjax.models import create_model, param_shapes
 from swinjax.optim import adamw, param_groups
 from swinjax.training import state as state_lib
@@ -278,3 +278,15 @@ def test_v2_fine_tuning_at_another_window_through_the_command_line(tmp_path, v2_
     assert (saved.window_size, tuple(saved.pretrained_window_sizes)) == (8, (4, 4))
     logit_scale = ("layers_0", "blocks_0", "attn", "logit_scale")
     assert _params(tmp_path / "run")[logit_scale].shape == (2, 1, 1)  # a V2 model was trained
+    # Resumed (the saved config equals the command line's, tuples as JSON lists) without
+    # reading init_from again; exported as timm's V2 with the windows it was fine-tuned at.
+    more = [a.replace("max_steps=3", "max_steps=4") for a in cmd]
+    again = subprocess.run(more, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "pretrained weights" not in again.stdout
+    assert json.loads(again.stdout.splitlines()[-1])["step"] == 4
+    exported = tmp_path / "timm"
+    argv = ["swinjax.export", "--ckpt", str(tmp_path / "run"), "--out", str(exported)]
+    assert export.main([*argv, "--format", "timm"]) == 0
+    args = json.loads((exported / "config.json").read_text())["model_args"]
+    assert (args["window_size"], args["pretrained_window_sizes"]) == (8, [4, 4])
