@@ -54,14 +54,23 @@ def _demo_config() -> ml_collections.ConfigDict:
     return module.get_config()
 
 
-def make_tiny_config(**overrides) -> ml_collections.ConfigDict:
+# The model family: tests of what every Swin does (train, resume, evaluate, predict, export) run
+# over both versions of tiny_test (``@over_versions``: a ``version`` argument, ids v1 and v2).
+VERSIONS = (1, 2)
+over_versions = pytest.mark.parametrize("version", VERSIONS, ids=lambda v: f"v{v}")
+
+
+def make_tiny_config(*, version: int = 1, **overrides) -> ml_collections.ConfigDict:
     """experiments/demo.py (tiny_test, 16x16, ~25K params, synthetic data: 1080 train / 120 val /
-    300 test, batch 64, so 16 steps an epoch), shortened to two quiet epochs."""
+    300 test, batch 64, so 16 steps an epoch), shortened to two quiet epochs; ``version=2``: its
+    model as Swin V2 (``model_kwargs.version``)."""
     config = _demo_config()
     config.num_epochs = 2
     config.log_every_steps = 4
     config.progress_bar = False
     config.num_sample_images = 6
+    if version != 1:
+        config.model_kwargs.version = version
     for k, v in overrides.items():
         config[k] = v
     return config

@@ -26,7 +26,7 @@ from swinjax.config import build_model
 from swinjax.training import checkpoint, steps
 from swinjax.training import state as state_lib
 from swinjax.training import workdir as workdir_lib
-from tests.conftest import REPO, make_tiny_config
+from tests.conftest import REPO, make_tiny_config, over_versions
 
 TMP_SUFFIX = ".orbax-checkpoint-tmp"
 
@@ -359,9 +359,10 @@ CLI_FLAGS = [
 
 
 class _Launch:
-    """One run of ``python -m swinjax.train`` on ``workdir``, stderr to a log file."""
+    """One run of ``python -m swinjax.train`` on ``workdir`` (tiny_test as Swin ``version`` 1 or
+    2), stderr to a log file."""
 
-    def __init__(self, workdir: Path, log: Path):
+    def __init__(self, workdir: Path, log: Path, version: int = 1):
         self.workdir, self.log = workdir, log
         metrics = workdir / "metrics.jsonl"
         self.metrics_offset = metrics.stat().st_size if metrics.exists() else 0
@@ -370,6 +371,7 @@ class _Launch:
         self.started_ns = time.time_ns()
         cmd = [sys.executable, "-m", "swinjax.train", "--config", str(REPO / "experiments/demo.py")]
         cmd += ["--workdir", str(workdir), "--config.progress_bar=False", *CLI_FLAGS]
+        cmd += [f"--config.model_kwargs.version={version}"]
         env = {
             **os.environ,
             # No re-execution with GLIBC_TUNABLES at startup: it keeps the PID (os.execv), so
@@ -425,20 +427,20 @@ class _Launch:
         assert rc == 0, self.log.read_text()[-3000:]
 
 
-def _kill_during_startup(workdir: Path, log: Path, rng: random.Random) -> bool:
+def _kill_during_startup(workdir: Path, log: Path, rng: random.Random, version: int) -> bool:
     """Killed after config.json is written (once the run is set up and its state initialized:
     the train step is compiled or loaded from the cache next) and before any train step is
     recorded."""
-    run = _Launch(workdir, log)
+    run = _Launch(workdir, log, version)
     assert run.kill_when(run.config_written, delay_s=rng.uniform(0.0, 0.2)), "run ended"
     return not run.new_records()
 
 
-def _kill_mid_epoch(workdir: Path, log: Path, rng: random.Random) -> bool:
+def _kill_mid_epoch(workdir: Path, log: Path, rng: random.Random, version: int) -> bool:
     """Killed while the train steps of an epoch run: after its record of step s (one step late,
     so the host is on step s + 1 or s + 2) with s % 16 <= 13, before the epoch's end."""
     offset = rng.randint(2, 12)
-    run = _Launch(workdir, log)
+    run = _Launch(workdir, log, version)
 
     def reached_offset() -> bool:
         return any(r["step"] % STEPS_PER_EPOCH == offset for r in run.new_records())
@@ -450,10 +452,10 @@ def _kill_mid_epoch(workdir: Path, log: Path, rng: random.Random) -> bool:
     return last % STEPS_PER_EPOCH <= 13 and beyond_last_save and not run.new_tmp_dirs()
 
 
-def _kill_during_write(workdir: Path, log: Path, rng: random.Random) -> bool:
+def _kill_during_write(workdir: Path, log: Path, rng: random.Random, version: int) -> bool:
     """Killed while orbax writes a checkpoint: after its temporary directory appears; true only
     if that directory is still there after the kill (never renamed into place)."""
-    run = _Launch(workdir, log)
+    run = _Launch(workdir, log, version)
     assert run.kill_when(run.new_tmp_dirs, delay_s=rng.uniform(0.0, 0.03)), "run ended"
     left = run.new_tmp_dirs()
     if not left:
@@ -464,25 +466,27 @@ def _kill_during_write(workdir: Path, log: Path, rng: random.Random) -> bool:
 
 
 @pytest.mark.slow
-def test_kill9_at_random_moments_then_resume_equals_uninterrupted(tmp_path) -> None:
+@over_versions
+def test_kill9_at_random_moments_then_resume_equals_uninterrupted(tmp_path, version) -> None:
     """An uninterrupted run; then SIGKILL during startup, mid-epoch and during a checkpoint
     write (in that order, at moments drawn from a seeded generator; a kind whose moment was
     missed is retried, at most 3 launches each) and a run to the end: it equals the
     uninterrupted run bitwise, and no temporary directory is left."""
     reference = tmp_path / "reference"
-    _Launch(reference, tmp_path / "reference.log").finish()  # fills the compilation cache too
+    _Launch(reference, tmp_path / "reference.log", version).finish()  # fills the cache too
     rng = random.Random(1234)
     workdir = tmp_path / "killed"
     kills = [_kill_during_startup, _kill_mid_epoch, _kill_during_write]
     for n, kill in enumerate(kills):
         for attempt in range(3):
-            if kill(workdir, tmp_path / f"kill{n}.{attempt}.log", rng):
+            if kill(workdir, tmp_path / f"kill{n}.{attempt}.log", rng, version):
                 break
         else:
             pytest.fail(f"{kill.__name__}: missed its moment 3 times")
-    _Launch(workdir, tmp_path / "final.log").finish()
+    _Launch(workdir, tmp_path / "final.log", version).finish()
     assert not _tmp_dirs(workdir)
     template = _template(workdir_lib.load_config(reference))
+    assert template.model.version == version  # the family the runs were launched with
     reports = []
     a, meta_a = checkpoint.Checkpointer(reference, read_only=True).restore_latest(template)
     b, meta_b = checkpoint.Checkpointer(workdir, read_only=True).restore_latest(

@@ -1,13 +1,15 @@
 """Every config file in experiments/, and every variant of one (``get_config(VARIANT)``, on the
 command line ``--config experiments/FILE.py:VARIANT``), loads and validates (no data, no
 compile); an experiment never loads another experiment's file. The Swin-B fine-tuning recipe's
-train step also runs once, shrunk to a tiny model on synthetic data."""
+train step also runs once, shrunk to a tiny model on synthetic data; the Swin V2 fine-tuning
+recipe trains a step at a tiny size, from a timm-layout file (its hub weights need the network)."""
 
 from __future__ import annotations
 
 import importlib.util
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -107,3 +109,34 @@ def test_finetune_swin_b_384_step_runs_at_a_tiny_size() -> None:
     assert int(state.step) == 1
     assert all(np.isfinite(float(v)) for v in metrics.values()), metrics
     assert not np.array_equal(jax.tree.leaves(state.ema_params)[0], ema_before)  # EMA follows
+
+
+def test_swinv2_finetuning_recipe_trains_a_step_at_a_tiny_size(tmp_path, mock_tfds, capsys) -> None:
+    """experiments/finetune_swinv2_t_cifar100.py:window8to16 as it is (window 16 over window-8
+    weights, 1000 -> 100 classes, bfloat16, layer decay, resize on the device), with Swin V2-T's
+    widths and depths shrunk and 64x64 images: a random timm-layout V2 file loads, its head is
+    re-initialised and one step trains."""
+    from safetensors.numpy import save_file
+
+    from swinjax.models import create_model
+    from swinjax.training import trainer
+    from swinjax.weights import params_to_timm
+
+    config = _load(REPO / "experiments" / "finetune_swinv2_t_cifar100.py").get_config("window8to16")
+    tiny = dict(embed_dim=12, depths=(1, 1, 1, 1), img_size=64)  # stage maps 16, 8, 4, 2
+    source = create_model(config.model, **tiny)  # the window-8 pretrained model, 1000 classes
+    params = jax.jit(source.init)(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))["params"]
+    weights = tmp_path / "swinv2_window8.safetensors"
+    save_file({k: np.ascontiguousarray(v) for k, v in params_to_timm(params).items()}, str(weights))
+    for key, value in tiny.items():
+        config.model_kwargs[key] = value
+    config.init_from = str(weights)
+    config.update(batch_size=4, max_steps=1, val_split="", test_split="", progress_bar=False)
+    with mock_tfds("cifar100", num_examples=8) as data_dir:
+        config.update(data_dir=data_dir, input_pipeline="memory")
+        result = trainer.train_and_evaluate(config, tmp_path / "run")
+    assert result["step"] == 1 and result["stopped_by"] == "max_steps"
+    out = capsys.readouterr().out
+    assert "0 resized, 2 initialised" in out  # the new head's kernel and bias: nothing else
+    assert "head re-initialised (1000 -> 100 classes)" in out
+    assert "windows (16, 8, 4, 2), scaled by (8, 8, 8, 8)" in out  # clamped windows: as timm's

@@ -25,8 +25,9 @@ from swinjax.serve import export_timm
 from swinjax.training import checkpoint, inference, workdir
 from swinjax.training.state import create_train_state
 from swinjax.weights import params_from_timm
-from tests.conftest import make_tiny_config
-from tests.test_convert import load_case, state_dict
+from tests.conftest import VERSIONS, make_tiny_config
+from tests.test_convert import GOLDEN, load_case, state_dict
+from tests.test_v2_parity import load_case as load_v2_case
 
 CLASSES = tuple(f"class_{k}" for k in range(10))
 STEP = 7
@@ -51,9 +52,11 @@ def write_workdir(root: Path, **overrides) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def tiny_workdir(tmp_path_factory) -> Path:
-    return write_workdir(tmp_path_factory.mktemp("export") / "run")
+@pytest.fixture(scope="module", params=VERSIONS, ids=lambda v: f"v{v}")
+def tiny_workdir(tmp_path_factory, request) -> Path:
+    """The workdir of tiny_test as Swin (V1) and as Swin V2: every test on it runs for both."""
+    root = tmp_path_factory.mktemp("export") / "run"
+    return write_workdir(root, version=request.param)
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +77,8 @@ def expected_logits(restored: inference.Restored, x: np.ndarray) -> np.ndarray:
 
 def test_restore_reads_model_classes_and_ema_without_the_dataset(tiny_workdir, restored) -> None:
     assert restored.step == STEP and restored.class_names == CLASSES
+    saved = json.loads((tiny_workdir / "config.json").read_text())["model_kwargs"]["version"]
+    assert restored.model.version == (saved or 1)  # the family comes back from the saved config
     assert restored.image_size == (16, 16) and restored.model.num_classes == 10
     assert restored.mean == pytest.approx((0.485, 0.456, 0.406))
     ema = inference.restore_params(tiny_workdir / "checkpoints" / str(STEP), ema=True)
@@ -106,10 +111,16 @@ def test_stablehlo_round_trip_at_two_batch_sizes(restored, tmp_path) -> None:
         np.testing.assert_allclose(out["probabilities"].sum(-1), 1.0, atol=1e-5)
 
 
-def test_timm_export_holds_timms_state_dict_and_config(tmp_path) -> None:
-    """The swin32 golden fixture (a random timm model): loaded into swinjax and exported, every
-    tensor equals timm's own state dict entry, and config.json names its architecture."""
-    model, arrays, _, _ = load_case("swin32")
+@pytest.mark.parametrize("case", ["swin32", "swinv2_32"])
+def test_timm_export_holds_timms_state_dict_and_config(tmp_path, case) -> None:
+    """A golden fixture (a random timm model, Swin or Swin V2): loaded into swinjax and exported,
+    every tensor equals timm's own state dict entry, and config.json names its architecture."""
+    v2 = case.startswith("swinv2")
+    if v2:
+        model, meta, arrays = load_v2_case(case)
+    else:
+        model, arrays, _, _ = load_case(case)
+        meta = json.loads((GOLDEN / f"{case}.json").read_text())
     timm_sd = state_dict(arrays, "timm")
     config = make_tiny_config(model="swin_cifar_t", eval_crop_fraction=1.0, normalize="imagenet")
     restored = inference.Restored(
@@ -131,19 +142,15 @@ def test_timm_export_holds_timms_state_dict_and_config(tmp_path) -> None:
     for k, v in wanted.items():
         np.testing.assert_array_equal(exported[k], v, err_msg=k)
     cfg = json.loads((tmp_path / "timm" / export_timm.CONFIG_FILE).read_text())
-    assert cfg["architecture"] == "swin_tiny_patch4_window7_224" and cfg["num_classes"] == 10
-    assert cfg["model_args"] == {
-        "img_size": 32,
-        "patch_size": 2,
-        "window_size": 4,
-        "embed_dim": 24,
-        "depths": [2, 2, 2],
-        "num_heads": [2, 4, 8],
-        "mlp_ratio": 2.0,
-        "qkv_bias": True,
-        "in_chans": 3,
-    }
-    assert cfg["num_features"] == 96 and cfg["label_names"] == list(restored.class_names)
+    architecture = "swinv2_tiny_window8_256" if v2 else "swin_tiny_patch4_window7_224"
+    assert cfg["architecture"] == architecture and cfg["num_classes"] == 10
+    numbers = ("img_size", "patch_size", "window_size", "embed_dim", "depths", "num_heads")
+    expected = {k: meta[k] for k in (*numbers, "mlp_ratio")} | {"qkv_bias": True, "in_chans": 3}
+    if v2:
+        expected["pretrained_window_sizes"] = meta["pretrained_window_sizes"]
+    assert cfg["model_args"] == expected
+    num_features = meta["embed_dim"] * 2 ** (len(meta["depths"]) - 1)
+    assert cfg["num_features"] == num_features and cfg["label_names"] == list(restored.class_names)
     pretrained = cfg["pretrained_cfg"]
     assert pretrained["input_size"] == [3, 32, 32] and pretrained["crop_pct"] == 1.0
     assert pretrained["mean"] == [0.485, 0.456, 0.406] and pretrained["crop_mode"] == "center"

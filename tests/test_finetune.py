@@ -3,18 +3,22 @@ class subsets; all array hyperparameters, so sweeps over them compile once."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
 
-from swinjax import data
+from swinjax import data, export
 from swinjax.models import create_model, param_shapes
 from swinjax.optim import adamw, param_groups
 from swinjax.training import state as state_lib
-from swinjax.training import steps
-from tests.conftest import make_tiny_config
+from swinjax.training import steps, workdir
+from tests.conftest import REPO, make_tiny_config
 
 MODEL = create_model("tiny_test")  # depths (2, 2)
 
@@ -192,3 +196,97 @@ def test_init_from_errors_are_named(tmp_path, source_run) -> None:
     assert len(message) < 2000
     with pytest.raises(ValueError, match="init_head='reset' needs config.init_from"):
         trainer.train_and_evaluate(make_tiny_config(init_head="reset"), tmp_path / "c")
+
+
+# ------------------------------------------- a Swin V2 checkpoint fine-tuned at another window
+
+V2_WINDOW_ARGS = (  # tiny_test as V2 (16 px, window 4) -> 32 px, window 8; coordinates as at 4
+    "--config.model_kwargs.version=2",
+    "--config.model_kwargs.img_size=32",
+    "--config.model_kwargs.window_size=8",
+    "--config.model_kwargs.pretrained_window_sizes=(4,4)",
+)
+
+
+@pytest.fixture(scope="module")
+def v2_timm_file(tmp_path_factory):
+    """A timm-layout Swin V2 state dict (tiny_test as V2, random weights) as safetensors: what
+    timm's ``model.state_dict()`` saves, without its non-persistent buffers."""
+    from safetensors.numpy import save_file
+
+    from swinjax import weights
+
+    model = create_model("tiny_test", version=2)
+    params = jax.jit(model.init)(jax.random.key(3), jnp.zeros((1, 16, 16, 3)))["params"]
+    params = jax.tree.map(lambda p: p + 0.1, params)  # post-norms off zero: no identity blocks
+    state_dict = weights.params_to_timm(params)
+    path = tmp_path_factory.mktemp("v2") / "swinv2_tiny_test.safetensors"
+    save_file({k: np.ascontiguousarray(v) for k, v in state_dict.items()}, str(path))
+    return path, state_dict
+
+
+def test_a_v2_checkpoint_loads_at_another_window_with_its_coordinates_recomputed(
+    v2_timm_file,
+) -> None:
+    from swinjax import weights
+
+    path, state_dict = v2_timm_file
+    model = create_model(
+        "tiny_test", version=2, img_size=32, window_size=8, pretrained_window_sizes=(4, 4)
+    )
+    params, report = weights.load_pretrained(str(path), model)
+    assert sorted(report.loaded) == sorted(state_dict)  # every tensor as it is: none is sized
+    assert not (report.resized or report.missing or report.unused or report.head_reset)
+    summary = weights.format_report(report)
+    assert f"{len(state_dict)} tensors loaded as they are, 0 resized, 0 initialised" in summary
+    assert (
+        "recomputed: position-bias coordinates computed for windows (8, 8), scaled by (4, 4) "
+        "(pretrained_window_sizes (4, 4))" in summary
+    )
+    cpb = ("layers_1", "blocks_0", "attn", "cpb_mlp_0", "kernel")
+    flat = traverse_util.flatten_dict(params)
+    np.testing.assert_array_equal(
+        flat[cpb], state_dict["layers.1.blocks.0.attn.cpb_mlp.0.weight"].T
+    )
+    # Without pretrained_window_sizes the model's own windows scale the coordinates.
+    own = create_model("tiny_test", version=2, img_size=32, window_size=8)
+    _, plain = weights.load_pretrained(str(path), own)
+    assert "scaled by (8, 8) (pretrained_window_sizes () (each stage's window))" in (
+        plain.coordinates
+    )
+
+
+@pytest.mark.slow
+def test_v2_fine_tuning_at_another_window_through_the_command_line(tmp_path, v2_timm_file) -> None:
+    path, state_dict = v2_timm_file
+    cmd = [sys.executable, "-m", "swinjax.train", "--config", str(REPO / "experiments/demo.py")]
+    cmd += ["--workdir", str(tmp_path / "run"), f"--config.init_from={path}", *V2_WINDOW_ARGS]
+    cmd += ["--config.max_steps=3", "--config.batch_size=8", "--config.progress_bar=False"]
+    cmd += ["--config.log_every_steps=1", "--config.val_split=", "--config.test_split="]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (
+        f"pretrained weights from {path} (timm layout): {len(state_dict)} tensors loaded as they "
+        "are, 0 resized, 0 initialised" in out.stdout
+    )
+    assert "windows (8, 8), scaled by (4, 4) (pretrained_window_sizes (4, 4))" in out.stdout
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    losses = [r["loss"] for r in records if r["kind"] == "train_step"]
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    saved = workdir.load_config(tmp_path / "run").model_kwargs  # what eval and export rebuild
+    assert (saved.window_size, tuple(saved.pretrained_window_sizes)) == (8, (4, 4))
+    logit_scale = ("layers_0", "blocks_0", "attn", "logit_scale")
+    assert _params(tmp_path / "run")[logit_scale].shape == (2, 1, 1)  # a V2 model was trained
+    # Resumed (the saved config equals the command line's, tuples as JSON lists) without
+    # reading init_from again; exported as timm's V2 with the windows it was fine-tuned at.
+    more = [a.replace("max_steps=3", "max_steps=4") for a in cmd]
+    again = subprocess.run(more, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "pretrained weights" not in again.stdout
+    assert json.loads(again.stdout.splitlines()[-1])["step"] == 4
+    exported = tmp_path / "timm"
+    argv = ["swinjax.export", "--ckpt", str(tmp_path / "run"), "--out", str(exported)]
+    assert export.main([*argv, "--format", "timm"]) == 0
+    args = json.loads((exported / "config.json").read_text())["model_args"]
+    assert (args["window_size"], args["pretrained_window_sizes"]) == (8, [4, 4])

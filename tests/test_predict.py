@@ -23,9 +23,11 @@ from swinjax.config import input_size
 from swinjax.serve import Predictor, predict_files
 from swinjax.training import checkpoint, evaluation, inference, steps, workdir
 from swinjax.training.setup import setup_run
-from tests.conftest import REPO, make_tiny_config
+from tests.conftest import REPO, VERSIONS, make_tiny_config, over_versions
 
 CLASSES = ("cat", "dog", "emu")
+# The tests of what every Swin does run on the workdir of each version (the ``run`` fixture's).
+over_family = pytest.mark.parametrize("run", VERSIONS, ids=lambda v: f"v{v}", indirect=True)
 COLOURS = ((200, 60, 60), (60, 200, 60), (60, 60, 200))
 BATCH = 4  # one batch shape everywhere: each program compiles once
 
@@ -51,14 +53,18 @@ def _image_root(root: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, request):
     """(workdir, image root, a folder to predict on: the test images, one in a subfolder, plus
-    a truncated JPEG and a text file named x.jpg)."""
+    a truncated JPEG and a text file named x.jpg). Swin V1; ``@over_family``: both versions."""
     tmp = tmp_path_factory.mktemp("predict")
     root = tmp / "pets"
     _image_root(root)
     config = make_tiny_config(
-        dataset=f"imagefolder:{root}", train_split="train", val_split="", test_split="test"
+        version=getattr(request, "param", 1),
+        dataset=f"imagefolder:{root}",
+        train_split="train",
+        val_split="",
+        test_split="test",
     )
     config.model_kwargs.img_size = 16
     config.normalize = "imagenet"
@@ -86,6 +92,7 @@ def predictor(run):
     return Predictor.load(run[0], batch_size=BATCH)
 
 
+@over_family
 def test_predictions_equal_eval_logits_and_bad_files_get_their_reason(run, predictor) -> None:
     run_dir, root, folder = run
     paths, logits, failed = predictor.logits([folder])
@@ -138,6 +145,7 @@ def _view(predictor: Predictor, path: str) -> np.ndarray:
     return prepare_image(path, predictor.view).image_HWC
 
 
+@over_family
 def test_program_writes_jsonl_csv_and_exits_4_naming_bad_files(run, capsys, tmp_path) -> None:
     run_dir, _, folder = run
     argv = ["swinjax.predict", "--ckpt", str(run_dir), "--topk", "2", "--batch_size", str(BATCH)]
@@ -164,6 +172,7 @@ def test_program_writes_jsonl_csv_and_exits_4_naming_bad_files(run, capsys, tmp_
     assert len(out_jsonl.read_text().splitlines()) == 5
 
 
+@over_family
 def test_features_npz_one_row_per_readable_image(run, predictor, tmp_path) -> None:
     run_dir, _, folder = run
     out = tmp_path / "f.npz"
@@ -224,12 +233,17 @@ def test_restore_needs_no_dataset_and_names_classes_without_classes_json(run, tm
 
 
 @pytest.mark.slow
-def test_a_trained_image_folder_run_predicts_from_the_command_line(tmp_path) -> None:
+@over_versions
+def test_a_trained_image_folder_run_predicts_from_the_command_line(tmp_path, version) -> None:
     from swinjax.training import trainer
 
     _image_root(tmp_path / "pets")
     config = make_tiny_config(
-        dataset=f"imagefolder:{tmp_path / 'pets'}", val_split="", batch_size=6, max_steps=3
+        version=version,
+        dataset=f"imagefolder:{tmp_path / 'pets'}",
+        val_split="",
+        batch_size=6,
+        max_steps=3,
     )
     config.model_kwargs.img_size = 16
     trainer.train_and_evaluate(config, tmp_path / "run")

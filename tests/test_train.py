@@ -19,7 +19,7 @@ from swinjax.optim import schedules
 from swinjax.training import checkpoint, evaluation, plots, steps, trainer
 from swinjax.training import state as state_lib
 from swinjax.training import workdir as workdir_lib
-from tests.conftest import REPO, make_tiny_config
+from tests.conftest import REPO, make_tiny_config, over_versions
 
 
 def _params_of(workdir, step=None):
@@ -68,14 +68,18 @@ def test_two_epochs_write_checkpoints_metrics_and_plots(tmp_path, tiny_config) -
 
 
 @pytest.mark.slow
-def test_interrupt_and_resume_equals_uninterrupted(tmp_path, tiny_config) -> None:
+@over_versions
+def test_interrupt_and_resume_equals_uninterrupted(tmp_path, version) -> None:
+    config = make_tiny_config(version=version)
     straight = tmp_path / "straight"
-    trainer.train_and_evaluate(tiny_config, straight)
+    trainer.train_and_evaluate(config, straight)
     resumed = tmp_path / "resumed"
-    first = trainer.train_and_evaluate(make_tiny_config(max_steps=21), resumed)  # mid epoch 2
+    first = trainer.train_and_evaluate(
+        make_tiny_config(version=version, max_steps=21), resumed
+    )  # mid epoch 2
     assert first["step"] == 21 and first["stopped_by"] == "max_steps"
     assert checkpoint.Checkpointer(resumed, read_only=True).all_steps()[-1] == 21
-    trainer.train_and_evaluate(tiny_config, resumed)
+    trainer.train_and_evaluate(config, resumed)
     a, meta_a = _params_of(straight)
     b, meta_b = _params_of(resumed)
     assert int(a.step) == int(b.step) == 32 and meta_a == meta_b
@@ -83,6 +87,27 @@ def test_interrupt_and_resume_equals_uninterrupted(tmp_path, tiny_config) -> Non
         np.testing.assert_array_equal(x, y)  # bitwise on the CPU
     for x, y in zip(jax.tree.leaves(a.opt_state), jax.tree.leaves(b.opt_state), strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+def test_a_v2_run_stopped_mid_epoch_resumes_bitwise(tmp_path) -> None:
+    """The fast tier's Swin V2 case of the test above: 5 steps straight, or 3 then 5 (no
+    evaluation: the train step is what resumes)."""
+
+    def config(steps):
+        return make_tiny_config(version=2, max_steps=steps, val_split="", test_split="")
+
+    straight = trainer.train_and_evaluate(config(5), tmp_path / "a")
+    trainer.train_and_evaluate(config(3), tmp_path / "b")
+    resumed = trainer.train_and_evaluate(config(5), tmp_path / "b")
+    assert straight["step"] == resumed["step"] == 5
+    a, meta_a = _params_of(tmp_path / "a")
+    b, meta_b = _params_of(tmp_path / "b")
+    assert a.model.version == 2 and meta_a == meta_b and int(a.step) == int(b.step) == 5
+    for tree in ("params", "opt_state"):
+        for x, y in zip(
+            jax.tree.leaves(getattr(a, tree)), jax.tree.leaves(getattr(b, tree)), strict=True
+        ):
+            np.testing.assert_array_equal(x, y, err_msg=tree)  # bitwise on the CPU
 
 
 def _tools_config(**overrides):
@@ -100,13 +125,14 @@ def _tools_config(**overrides):
 
 
 @pytest.mark.slow
-def test_resume_with_recipe_tools_equals_uninterrupted(tmp_path, capsys) -> None:
+@over_versions
+def test_resume_with_recipe_tools_equals_uninterrupted(tmp_path, capsys, version) -> None:
     straight = tmp_path / "straight"
-    trainer.train_and_evaluate(_tools_config(), straight)
+    trainer.train_and_evaluate(_tools_config(version=version), straight)
     resumed = tmp_path / "resumed"
-    first = trainer.train_and_evaluate(_tools_config(max_steps=21), resumed)  # mid epoch 2
-    assert first["step"] == 21
-    trainer.train_and_evaluate(_tools_config(), resumed)
+    first = trainer.train_and_evaluate(_tools_config(version=version, max_steps=21), resumed)
+    assert first["step"] == 21  # mid epoch 2
+    trainer.train_and_evaluate(_tools_config(version=version), resumed)
     a, _ = _params_of(straight)
     b, _ = _params_of(resumed)
     assert a.ema_params is not None and int(a.step) == int(b.step) == 32
@@ -291,7 +317,8 @@ def test_eval_cli_bad_paths_exit_2(tmp_path, tiny_config, capsys) -> None:
 
 
 @pytest.mark.slow
-def test_train_cli_end_to_end(tmp_path) -> None:
+@over_versions
+def test_train_cli_end_to_end(tmp_path, version) -> None:
     cmd = [
         sys.executable,
         "-m",
@@ -300,12 +327,14 @@ def test_train_cli_end_to_end(tmp_path) -> None:
         str(REPO / "experiments/demo.py"),
         "--workdir",
         str(tmp_path),
+        f"--config.model_kwargs.version={version}",
         "--config.num_epochs=1",
         "--config.progress_bar=False",
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1])["epoch"] == 1
+    assert workdir_lib.load_config(tmp_path).model_kwargs.version == version  # saved as given
     bad = subprocess.run(
         cmd[:-2] + ["--config.learning_rate=-1"],
         capture_output=True,

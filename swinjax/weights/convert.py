@@ -77,8 +77,10 @@ class LoadReport:
     ``unused``: checkpoint keys left out (``skip``, or a head being re-initialised); ``missing``:
     model params not in the result (initialise them); ``buffers``: derived buffers dropped;
     ``head_reset``: (checkpoint classes or None without a head, model classes) when the
-    classifier is left for re-initialisation; ``notes``: what the caller should know about the
-    weights (a V2 checkpoint's coordinates scaled for other windows: :mod:`.version`).
+    classifier is left for re-initialisation; ``coordinates``: for a V2 model, the windows its
+    position-bias coordinates are computed for and scaled by; ``notes``: what the caller should
+    know about the weights (a V2 checkpoint's coordinates scaled for other windows:
+    :mod:`.version`).
     """
 
     layout: str = "timm"
@@ -89,6 +91,7 @@ class LoadReport:
     buffers: list[str] = dataclasses.field(default_factory=list)
     head_reset: tuple[int | None, int] | None = None
     source: str = ""
+    coordinates: str = ""
     notes: list[str] = dataclasses.field(default_factory=list)
 
 
@@ -241,7 +244,9 @@ def convert_checkpoint(
     reset = head == "reset" or _skipped("head", skip)
     reset = reset or (head == "auto" and not _head_fits(sd, expected))
     drop = lambda k: _skipped(k, skip) or (reset and k.startswith("head."))
-    report = LoadReport(layout=layout, buffers=list(buffers))
+    report = LoadReport(
+        layout=layout, buffers=list(buffers), coordinates=version.coordinate_summary(model) or ""
+    )
     note = version.coordinate_note(buffers, model)
     report.notes += [note] if note else []
     if reset and (model.num_classes or "head.fc.weight" in sd):

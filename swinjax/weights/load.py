@@ -195,6 +195,8 @@ def format_report(report: LoadReport) -> str:
         lines.append(f"  initialised (not in the checkpoint): {', '.join(missing)}")
     if report.buffers:
         lines.append(f"  dropped {len(report.buffers)} derived buffers (recomputed from shapes)")
+    if report.coordinates:
+        lines.append(f"  recomputed: {report.coordinates}")
     lines += [f"  note: {note}" for note in report.notes]
     return "\n".join(lines)
 

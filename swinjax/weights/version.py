@@ -109,6 +109,21 @@ def coordinate_note(buffers: Mapping[str, np.ndarray], model: Any) -> str | None
     )
 
 
+def coordinate_summary(model: Any) -> str | None:
+    """For a V2 model, how its position-bias coordinates are computed (they are never loaded):
+    the windows per stage and the windows that scale them (``pretrained_window_sizes``, or each
+    stage's own window where 0); None for V1."""
+    if model.version != 2:
+        return None
+    specs = model.stage_specs()
+    scales = [s.pretrained_window if s.pretrained_window[0] > 0 else s.window for s in specs]
+    given = tuple(model.pretrained_window_sizes) or "() (each stage's window)"
+    return (
+        f"position-bias coordinates computed for windows {tuple(_shown(s.window) for s in specs)}, "
+        f"scaled by {tuple(_shown(w) for w in scales)} (pretrained_window_sizes {given})"
+    )
+
+
 def _shown(window: tuple[int | None, int | None]) -> int | str:
     if window[0] is not None and window[0] == window[1]:
         return window[0]
