@@ -1,7 +1,7 @@
 """Swin V2 (``SwinTransformer(version=2)``): the log-spaced coordinates by hand, the parameter
 tree and initialisation timm's, cosine attention's invariances and clamp, validation, features,
 remat, weight decay, presets, and a tiny V2 config training and evaluating. Parity of the logits
-with timm is ``tests/test_golden*.py``'s (fixtures written by ``tools/make_golden_v2.py``)."""
+with timm is ``tests/test_v2_parity.py``'s (fixtures written by ``tools/make_golden_v2.py``)."""
 
 from __future__ import annotations
 
