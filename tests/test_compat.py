@@ -51,7 +51,11 @@ def old_workdir(tmp_path):
 def test_current_configs_come_back_equal() -> None:
     saved = json.loads((WORKDIR / "config.json").read_text())
     upgraded = config_lib.upgrade_saved_config(saved)
+    fields, saved_fields = upgraded.pop("model_kwargs"), saved.pop("model_kwargs")
     assert {k: upgraded[k] for k in saved} == saved  # the fixture's release is this one's
+    assert {k: fields[k] for k in saved_fields} == saved_fields
+    for name in set(fields) - set(saved_fields):  # model fields added since (version): unset
+        assert fields[name] is None, name
     for key in set(upgraded) - set(saved):  # or keys added since, at their table defaults
         assert upgraded[key] == config_lib.KEYS[key].default, key
     current = json.loads(config_lib.base_config().to_json_best_effort())
