@@ -100,6 +100,8 @@ peers: .venv-peer/.installed .venv-timm/.installed
 	KERAS_BACKEND=jax .venv-peer/bin/python benchmarks/peers/keras_swin.py --steps 30
 	.venv-timm/bin/python benchmarks/peers/timm_swin.py cifar_s_32 --steps 8
 	.venv-timm/bin/python benchmarks/peers/timm_swin.py swin_t_224 --steps 4
+	.venv-timm/bin/python benchmarks/peers/timm_swin.py cifar_s_32_v2 --steps 8
+	.venv-timm/bin/python benchmarks/peers/timm_swin.py swinv2_t_256 --steps 4
 
 .venv-peer/.installed:
 	test -x .venv-peer/bin/python || $(PYTHON) -m venv .venv-peer

@@ -1,5 +1,6 @@
-"""timm's PyTorch Swin Transformer on the CPU in float32, timed per training step: the peer of
-swinjax's ``swin_cifar_t`` and ``swin_t`` presets.
+"""timm's PyTorch Swin Transformer (V1 and V2) on the CPU in float32, timed per training step: the
+peer of swinjax's ``swin_cifar_t``, ``swin_t``, ``swinv2_cifar_t`` and ``swinv2_tiny_window8_256``
+presets.
 
 Cases (random inputs, 100 classes):
 
@@ -7,6 +8,10 @@ Cases (random inputs, 100 classes):
   3-6-12, MLP ratio 2, drop path 0.1), batch 128: the shapes of swinjax's ``swin_cifar_t``.
 - ``swin_t_224``: timm's ``swin_tiny_patch4_window7_224`` (random weights), batch 16: swinjax's
   ``swin_t``.
+- ``cifar_s_32_v2``: ``cifar_s_32``'s shapes as timm's ``SwinTransformerV2``, batch 128:
+  swinjax's ``swinv2_cifar_t``.
+- ``swinv2_t_256``: timm's ``swinv2_tiny_window8_256`` (random weights), batch 8: swinjax's
+  preset of the same name.
 
 A step is forward, label-smoothed (0.1) cross-entropy, backward and an AdamW update (learning
 rate 1e-3, weight decay 0.05), in training mode (dropout and drop path on).
@@ -24,6 +29,7 @@ import timm
 import torch
 from timing import images_per_second, report
 from timm.models.swin_transformer import SwinTransformer
+from timm.models.swin_transformer_v2 import SwinTransformerV2
 
 CIFAR_S_32 = {
     "img_size": 32,
@@ -45,6 +51,12 @@ CASES = {
         ),
         224,
         16,
+    ),
+    "cifar_s_32_v2": (lambda: SwinTransformerV2(**CIFAR_S_32), 32, 128),
+    "swinv2_t_256": (
+        lambda: timm.create_model("swinv2_tiny_window8_256", pretrained=False, num_classes=100),
+        256,
+        8,
     ),
 }
 
