@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from swinjax.models import create_model
+from swinjax.models import create_model, flops
 from swinjax.training import benchmark, profiling, steps
 from swinjax.training import state as state_lib
 from tests.conftest import make_tiny_config
@@ -76,7 +76,7 @@ def _step_flops(k: int) -> tuple[float, float, float]:
         "label": jnp.asarray(rng.integers(0, 10, 16)),
     }
     compiled = steps.train_step.lower(state, batch).compile()
-    return (*benchmark.train_step_flops(compiled, state, batch), benchmark._flops(compiled))
+    return (*benchmark.train_step_flops(compiled, state, batch), flops.xla_flops(compiled))
 
 
 def test_step_flops_count_every_microbatch() -> None:

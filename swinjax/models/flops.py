@@ -20,6 +20,14 @@ import jax
 from jax.extend import core as jex_core
 
 
+def xla_flops(program: Any) -> float:
+    """FLOPs of a lowered or compiled program by XLA's cost analysis (every op, elementwise ones
+    included; 0 where the backend gives none)."""
+    cost = program.cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    return float(cost.get("flops", 0.0)) if cost else 0.0
+
+
 def matmul_flops(fn: Callable[..., Any], *args: Any) -> int:
     """The FLOPs of ``fn(*args)``'s ``dot_general`` and ``conv_general_dilated`` ops."""
     return _count(jax.make_jaxpr(fn)(*args).jaxpr)

@@ -189,10 +189,7 @@ def forward_gflops(model: SwinTransformer) -> float:
     """Forward GFLOPs per image, from XLA's cost analysis of the lowered (uncompiled) program:
     every op, elementwise ones included."""
     forward, params, x = _abstract_forward(model)
-    cost = jax.jit(forward).lower(params, x).cost_analysis()
-    if isinstance(cost, list | tuple):
-        cost = cost[0]
-    return float(cost["flops"]) / 1e9
+    return flops.xla_flops(jax.jit(forward).lower(params, x)) / 1e9
 
 
 def matmul_flops_per_image(model: SwinTransformer) -> int:

@@ -23,7 +23,7 @@ import ml_collections
 from swinjax import data
 from swinjax.config import model_overrides
 from swinjax.errors import DatasetNotFoundError
-from swinjax.models import create_model
+from swinjax.models import create_model, flops
 from swinjax.models.layers import kernel_sets
 from swinjax.training import evaluation, loop, parallel, profiling, steps
 from swinjax.training.setup import Run, setup_run
@@ -106,13 +106,6 @@ def measure(
     return result
 
 
-def _flops(compiled: Any) -> float:
-    """FLOPs of a compiled program by XLA's cost analysis (0 where the backend gives none)."""
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list | tuple) else cost
-    return float(cost.get("flops", 0.0)) if cost else 0.0
-
-
 def train_step_flops(compiled: Any, state: Any, batch: Any) -> tuple[float, float]:
     """``(FLOPs of the whole train step, of one microbatch's gradients)`` for ``compiled``, the
     compiled ``train_step`` of ``state`` on ``batch``.
@@ -122,7 +115,7 @@ def train_step_flops(compiled: Any, state: Any, batch: Any) -> tuple[float, floa
     (:func:`steps.grads_and_metrics`, compiled on its own for this, on a batch of the
     microbatch's shape and sharding) is added k - 1 more times. With k = 1 both figures are the
     step's."""
-    step = _flops(compiled)
+    step = flops.xla_flops(compiled)
     k = int(state.grad_accum_steps)
     if k == 1:
         return step, step
@@ -132,7 +125,7 @@ def train_step_flops(compiled: Any, state: Any, batch: Any) -> tuple[float, floa
 
     micro = jax.tree.map(microbatch, batch)
     grads = jax.jit(steps.grads_and_metrics)
-    body = _flops(grads.lower(state, state.rng, state.rng, micro).compile())
+    body = flops.xla_flops(grads.lower(state, state.rng, state.rng, micro).compile())
     return step + (k - 1) * body, body
 
 
@@ -172,9 +165,9 @@ def _stand_in(config: ml_collections.ConfigDict) -> data.Split:
 
 def _peak_flops(device: Any) -> float | None:
     kind = getattr(device, "device_kind", "")
-    for name, flops in PEAK_FLOPS.items():
+    for name, peak in PEAK_FLOPS.items():
         if name.lower() in kind.lower():
-            return flops
+            return peak
     return None
 
 
