@@ -120,6 +120,39 @@ def test_dot_product_attention_matches_matmul_attention(nW, with_dropout):
             np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("with_dropout", [False, True])
+@pytest.mark.parametrize("nW", [1, 4])
+def test_cosine_attention_formulations_agree(nW, with_dropout):
+    """Swin V2's scaled cosine logits: folded into the logits (matmul), and normalising q and k
+    first (small windows, jax.nn.dot_product_attention, and the plain form of both): the same
+    values and gradients, the per-head scale's included; a zero query stays finite."""
+    q, k, v, add, scale = _attention_inputs(3, nW=nW)
+    q = q.at[0, 1].set(0.0)  # one zero query in every head: F.normalize's eps case
+    scale = scale if with_dropout else None
+    logit_scale_h = jnp.array([10.0, 3.0, 42.0])
+    cotangent = jax.random.normal(jax.random.key(9), q.shape)
+
+    def plain(q, k, v, add, scale, logit_scale_h):
+        qn, kn = attention.cosine_queries_keys(q, k, logit_scale_h)
+        return attention.matmul_attention(qn, kn, v, add, scale)
+
+    def loss(fn):
+        return lambda q, k, v, add, s: jnp.sum(fn(q, k, v, add, scale, s) * cotangent)
+
+    want = jax.value_and_grad(loss(plain), (0, 1, 2, 3, 4))(q, k, v, add, logit_scale_h)
+    fns = [attention.matmul_attention, attention.small_window_attention]
+    fns.append(attention.dot_product_attention)
+    for fn in fns:
+        got = jax.value_and_grad(loss(fn), (0, 1, 2, 3, 4))(q, k, v, add, logit_scale_h)
+        for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            assert np.all(np.isfinite(np.asarray(x)))
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-4)
+    # the cosine is bounded: scaling q or k changes nothing
+    ref = attention.matmul_attention(q, k, v, add, scale, logit_scale_h)
+    scaled = attention.matmul_attention(3 * q, k / 7, v, add, scale, logit_scale_h)
+    np.testing.assert_allclose(np.asarray(scaled), np.asarray(ref), rtol=1e-5, atol=1e-6)
+
+
 def test_small_window_attention_bfloat16_close():
     q, k, v, add, _ = _attention_inputs(1)
     ref = attention.matmul_attention(q, k, v, add)

@@ -16,7 +16,8 @@ from flax import traverse_util
 from swinjax.errors import ConfigError
 from swinjax.models import PRESETS, create_model, param_shapes
 from swinjax.models.layers import windows
-from swinjax.models.layers.blocks_v2 import LOGIT_SCALE_MAX, WindowAttentionV2, unit_vectors
+from swinjax.models.layers.attention import unit_vectors
+from swinjax.models.layers.blocks_v2 import LOGIT_SCALE_MAX, WindowAttentionV2
 from swinjax.optim import adamw
 from swinjax.training import trainer
 from tests.conftest import make_tiny_config

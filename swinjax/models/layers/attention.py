@@ -18,13 +18,46 @@ gradients):
 Shapes: ``q/k/v_BwNhd`` (batch * windows, tokens, heads, head dim), ``add_wNNh`` the additive
 logit term (relative position bias plus shifted-window mask) for each of the w windows of an
 image, ``scale_BwNNh`` the dropout multiplier of the probabilities (0 or 1 / keep; None: no
-dropout). Queries come pre-scaled. Logits and softmax are float32; outputs have v's dtype.
+dropout). Logits and softmax are float32; outputs have v's dtype.
+
+Two kinds of logits, by ``logit_scale_h``:
+
+- None (Swin V1): ``q . k``, the queries pre-scaled by the caller;
+- an array of one scale per head (Swin V2's scaled cosine attention): ``cos(q, k) * scale``.
+  :func:`matmul_attention` folds the normalisation into the logits (``q . k`` times the inverse
+  norms of the query and the key, and the scale: float32 factors of each (query, key) pair,
+  fused with the softmax), which on the CPU costs a third of normalising q and k first
+  (docs/performance.md, "Swin V2 against timm"); the others normalise q and k first
+  (:func:`cosine_queries_keys`, the plain form, tested equal).
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+NORMALIZE_EPS = 1e-12  # torch.nn.functional.normalize's: x / max(|x|, eps)
+
+
+def inverse_norms(x_BwNhd: jax.Array) -> jax.Array:
+    """1 / max(|x|, eps) over the last axis, float32: (Bw, N, h)."""
+    x = x_BwNhd.astype(jnp.float32)
+    return jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1), NORMALIZE_EPS**2))
+
+
+def unit_vectors(x_BwNhd: jax.Array) -> jax.Array:
+    """x / max(|x|, eps) over the last axis, in float32 (``F.normalize``); a zero vector stays
+    zero with a finite gradient."""
+    return x_BwNhd.astype(jnp.float32) * inverse_norms(x_BwNhd)[..., None]
+
+
+def cosine_queries_keys(
+    q_BwNhd: jax.Array, k_BwNhd: jax.Array, logit_scale_h: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Unit queries times the per-head scale and unit keys, in q's dtype: their products are
+    the scaled cosine logits. Normalised in float32."""
+    q = unit_vectors(q_BwNhd) * logit_scale_h.astype(jnp.float32)[:, None]
+    return q.astype(q_BwNhd.dtype), unit_vectors(k_BwNhd).astype(k_BwNhd.dtype)
 
 
 def _add_per_window(logits_BwNNh: jax.Array, add_wNNh: jax.Array) -> jax.Array:
@@ -84,8 +117,11 @@ def small_window_attention(
     v_BwNhd: jax.Array,
     add_wNNh: jax.Array,
     scale_BwNNh: jax.Array | None = None,
+    logit_scale_h: jax.Array | None = None,
 ) -> jax.Array:
     """softmax(q k^T + add) (times the dropout scale) v, per window and head: (Bw, N, h, d)."""
+    if logit_scale_h is not None:
+        q_BwNhd, k_BwNhd = cosine_queries_keys(q_BwNhd, k_BwNhd, logit_scale_h)
     if scale_BwNNh is None:
         scale_BwNNh = jnp.ones((), jnp.float32)
     Bw, N, h, _ = q_BwNhd.shape
@@ -99,9 +135,15 @@ def matmul_attention(
     v_BwNhd: jax.Array,
     add_wNNh: jax.Array,
     scale_BwNNh: jax.Array | None = None,
+    logit_scale_h: jax.Array | None = None,
 ) -> jax.Array:
-    """The same function as :func:`small_window_attention`, by batched matrix products."""
+    """The same function as :func:`small_window_attention`, by batched matrix products; cosine
+    logits folded (the module's docstring)."""
     logits = jnp.einsum("bnhd,bmhd->bhnm", q_BwNhd, k_BwNhd).astype(jnp.float32)
+    if logit_scale_h is not None:
+        q_BwhN = (inverse_norms(q_BwNhd) * logit_scale_h.astype(jnp.float32)).transpose(0, 2, 1)
+        k_BwhN = inverse_norms(k_BwNhd).transpose(0, 2, 1)
+        logits = logits * q_BwhN[..., None] * k_BwhN[:, :, None]
     Bw, h, N, _ = logits.shape
     num_windows = add_wNNh.shape[0]
     add_whNN = add_wNNh.astype(jnp.float32).transpose(0, 3, 1, 2)
@@ -119,6 +161,7 @@ def dot_product_attention(
     v_BwNhd: jax.Array,
     add_wNNh: jax.Array,
     scale_BwNNh: jax.Array | None = None,
+    logit_scale_h: jax.Array | None = None,
 ) -> jax.Array:
     """The same function through ``jax.nn.dot_product_attention`` (JAX's default implementation:
     XLA's, in jax 0.10).
@@ -130,7 +173,9 @@ def dot_product_attention(
     :func:`matmul_attention` computes it.
     """
     if scale_BwNNh is not None:
-        return matmul_attention(q_BwNhd, k_BwNhd, v_BwNhd, add_wNNh, scale_BwNNh)
+        return matmul_attention(q_BwNhd, k_BwNhd, v_BwNhd, add_wNNh, scale_BwNNh, logit_scale_h)
+    if logit_scale_h is not None:
+        q_BwNhd, k_BwNhd = cosine_queries_keys(q_BwNhd, k_BwNhd, logit_scale_h)
     Bw, N, h, _ = q_BwNhd.shape
     num_windows = add_wNNh.shape[0]
     bias_whNN = add_wNNh.astype(jnp.float32).transpose(0, 3, 1, 2)

@@ -185,10 +185,13 @@ def attend_and_project(
     *,
     dense: dict[str, Any],
     deterministic: bool,
+    logit_scale_h: jnp.ndarray | None = None,
 ) -> jnp.ndarray:
-    """The end of window attention, V1's and V2's: the kernel set's attention of pre-scaled
-    queries with the additive per-window term, dropout of the probabilities, the output
-    projection ``proj`` (built with ``dense``'s keyword arguments) and its dropout: (Bw, N, C).
+    """The end of window attention, V1's and V2's: the kernel set's attention (of pre-scaled
+    queries, or V2's scaled cosine attention with ``logit_scale_h``: see
+    :mod:`.attention`) with the additive per-window term, dropout of the probabilities, the
+    output projection ``proj`` (built with ``dense``'s keyword arguments) and its dropout:
+    (Bw, N, C).
 
     Called inside ``module``'s compact ``__call__`` (the submodules are its children); reads
     its ``attn_drop``, ``proj_drop`` and ``kernels`` fields and its ``dropout`` rng.
@@ -200,7 +203,8 @@ def attend_and_project(
         scale_BwNNh = dropout_scale(
             module.make_rng("dropout"), module.attn_drop, (Bw, N, N, heads), fused=ks.fused_dropout
         )
-    out = ks.attention(N, head_dim)(q_BwNhd, k_BwNhd, v_BwNhd, add_wNNh, scale_BwNNh)
+    attend = ks.attention(N, head_dim)
+    out = attend(q_BwNhd, k_BwNhd, v_BwNhd, add_wNNh, scale_BwNNh, logit_scale_h)
     C = heads * head_dim
     out = ks.dense(features=C, name="proj", **dense)(out.reshape(Bw * N, C))
     out = checkpoint_name(out, LINEAR_OUT)

@@ -13,10 +13,11 @@ key's bias is zero, not a parameter), ``attn/logit_scale`` (heads, 1, 1), ``attn
 and ``v_bias`` zero, and ``norm1`` / ``norm2`` scale and bias zero (``_init_respostnorm``: every
 block starts as the identity).
 
-Precision (what V2 adds to :mod:`.precision`'s table): the normalisation of queries and keys,
-the clamped and exponentiated logit scale, the position-bias MLP and its sigmoid are float32;
-the normalised, scaled queries and the normalised keys are cast to ``dtype`` for the attention
-product, whose logits and softmax stay float32 as in V1.
+Precision (what V2 adds to :mod:`.precision`'s table): the norms of queries and keys, the
+clamped and exponentiated logit scale, the position-bias MLP and its sigmoid are float32; the
+attention product takes ``dtype`` operands (the raw q and k whose logits are then scaled by the
+inverse norms, or the normalised ones: :mod:`.attention`), its logits and softmax float32 as
+in V1.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import math
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.ad_checkpoint import checkpoint_name
@@ -49,15 +49,6 @@ LOGIT_SCALE_MAX = math.log(100.0)  # timm: clamp(logit_scale, max=log(1 / 0.01))
 LOGIT_SCALE_INIT = math.log(10.0)
 CPB_HIDDEN = 512  # width of the continuous-position-bias MLP
 CPB_BIAS_MAX = 16.0  # the bias is 16 * sigmoid(MLP output)
-NORMALIZE_EPS = 1e-12  # torch.nn.functional.normalize's: x / max(|x|, eps)
-
-
-def unit_vectors(x_BwNhd: jnp.ndarray) -> jnp.ndarray:
-    """x / max(|x|, eps) over the last axis, in float32 (``F.normalize``); a zero vector stays
-    zero with a finite gradient."""
-    x = x_BwNhd.astype(jnp.float32)
-    squares = jnp.sum(x * x, axis=-1, keepdims=True)
-    return x * jax.lax.rsqrt(jnp.maximum(squares, NORMALIZE_EPS**2))
 
 
 def continuous_position_bias(
@@ -74,8 +65,9 @@ class WindowAttentionV2(nn.Module, kw_only=True):
     """Scaled cosine attention inside windows, with a continuous position bias.
 
     logits = cos(q, k) * exp(min(logit_scale, log 100)) + 16 sigmoid(cpb) (+ shift mask), per
-    head. Run through the kernel set's attention as V1's: the normalised queries times the
-    per-head scale are its pre-scaled queries, the bias (plus mask) its additive term. Input
+    head. Run through the kernel set's attention as V1's, given the per-head scale
+    (``logit_scale_h``: each formulation computes the cosine its own way, see
+    :mod:`.attention`), the bias (plus mask) as its additive term. Input
     ``x_BwNC`` (B * w, N, C); ``mask_wNN`` a numpy constant or None. ``pretrained_window``
     scales the bias MLP's coordinates ((0, 0): the window's own).
     """
@@ -112,9 +104,8 @@ class WindowAttentionV2(nn.Module, kw_only=True):
             (heads, 1, 1),
             self.param_dtype,
         )
-        scale_h1 = jnp.exp(jnp.minimum(logit_scale_h11.astype(jnp.float32), LOGIT_SCALE_MAX))[:, 0]
-        q_BwNhd = (unit_vectors(qkv[:, :, 0]) * scale_h1).astype(qkv.dtype)
-        k_BwNhd = unit_vectors(qkv[:, :, 1]).astype(qkv.dtype)
+        clamped_h = jnp.minimum(logit_scale_h11[:, 0, 0].astype(jnp.float32), LOGIT_SCALE_MAX)
+        scale_h = jnp.exp(clamped_h)
         cpb = dict(kernel_init=dense_init("timm"), dtype=jnp.float32, param_dtype=self.param_dtype)
         table_Th = continuous_position_bias(
             ks.dense(features=CPB_HIDDEN, name="cpb_mlp_0", **cpb),
@@ -124,7 +115,14 @@ class WindowAttentionV2(nn.Module, kw_only=True):
         )
         add_wNNh = additive_term(table_Th, self.window, mask_wNN)
         return attend_and_project(
-            self, q_BwNhd, k_BwNhd, qkv[:, :, 2], add_wNNh, dense=dense, deterministic=deterministic
+            self,
+            qkv[:, :, 0],
+            qkv[:, :, 1],
+            qkv[:, :, 2],
+            add_wNNh,
+            dense=dense,
+            deterministic=deterministic,
+            logit_scale_h=scale_h,
         )
 
 

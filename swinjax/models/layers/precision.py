@@ -16,11 +16,12 @@ LayerNorm mean and variance    float32 (flax's ``force_float32_reductions``), ou
 attention logits, softmax      float32 (``swinjax.models.layers.attention``), the
                                probabilities cast to ``dtype`` before the product with v
 GELU                           float32 inside (``swinjax.models.layers.activations``)
-Swin V2 attention              float32: the normalisation of queries and keys, the
-                               clamped and exponentiated logit scale, the position-bias
-                               MLP and its sigmoid (``swinjax.models.layers.blocks_v2``);
-                               the normalised, scaled q and k cast to ``dtype`` for the
-                               product, logits and softmax float32 as above
+Swin V2 attention              float32: the norms of queries and keys, the clamped and
+                               exponentiated logit scale, the position-bias MLP and its
+                               sigmoid (``swinjax.models.layers.blocks_v2``); the product
+                               of q and k (raw, its logits then scaled by the inverse
+                               norms, or normalised first: ``attention``) in ``dtype``,
+                               logits and softmax float32 as above
 pooling, head logits           float32 (``ClassifierHead``)
 loss, metrics                  float32 (``swinjax.training.losses``)
 =============================  ==========================================================
