@@ -89,6 +89,7 @@ TINY_SWIN_B = dict(
 TINY_SWIN_B_MODEL = dict(embed_dim=16, depths=(2, 1), num_heads=(4, 8), img_size=96, num_classes=10)
 
 
+@pytest.mark.slow  # ~20 s: compiles a whole recipe's step
 def test_finetune_swin_b_384_step_runs_at_a_tiny_size() -> None:
     config = _load(REPO / "experiments" / "finetune_swin_b_384.py").get_config()
     assert config.init_from.startswith("hf-hub:timm/swin_base_patch4_window7_224")
@@ -111,6 +112,7 @@ def test_finetune_swin_b_384_step_runs_at_a_tiny_size() -> None:
     assert not np.array_equal(jax.tree.leaves(state.ema_params)[0], ema_before)  # EMA follows
 
 
+@pytest.mark.slow  # ~20 s: compiles a whole recipe's step
 def test_swinv2_finetuning_recipe_trains_a_step_at_a_tiny_size(tmp_path, mock_tfds, capsys) -> None:
     """experiments/finetune_swinv2_t_cifar100.py:window8to16 as it is (window 16 over window-8
     weights, 1000 -> 100 classes, bfloat16, layer decay, resize on the device), with Swin V2-T's
