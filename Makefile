@@ -21,9 +21,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Two workers, one test file each at a time (files share compiled steps within a process).
-# `make test`: everything but the end-to-end runs marked slow (633 tests: pytest 7 min 9 s on the idle
+# `make test`: everything but the end-to-end runs marked slow (633 tests: pytest 7 min 12 s on the idle
 # 2-core VM, 2026-12-06, plus about 2 min for the venv from a fresh clone);
-# `make test-slow`: those (72: 13 min 42 s, partly beside a training job); CI (.ci/run) runs both.
+# `make test-slow`: those (74: 15 min 2 s); CI (.ci/run) runs both.
 PYTEST := $(PY) -m pytest -q -n 2 --dist loadfile -p no:warnings
 test: install
 	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
